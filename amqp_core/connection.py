@@ -1,0 +1,1061 @@
+"""The client side of one AMQP 0-9-1 connection, as a synchronous state machine with no I/O.
+
+Bytes from the socket go into :meth:`Connection.receive_data`, which returns :mod:`events <amqp_core.events>`;
+commands (``open_channel``, ``queue_declare``, ``basic_publish``, …) queue frames that
+:meth:`Connection.data_to_send` hands back for the socket. Replies the protocol requires (``CloseOk``,
+``FlowOk``, heartbeats, the handshake's ``StartOk``/``TuneOk``/``Open``) are queued automatically while
+receiving. Time is passed in: :meth:`next_timer` says when to call :meth:`handle_timer`.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+from pamqp import base, commands
+
+from . import codec
+from .channel import ChannelPhase, ChannelState, ExpectedReply
+from .errors import (
+    ACCESS_REFUSED,
+    CHANNEL_ERROR,
+    COMMAND_INVALID,
+    FRAME_ERROR,
+    RESOURCE_ERROR,
+    SYNTAX_ERROR,
+    UNEXPECTED_FRAME,
+    AuthenticationRefused,
+    BrokerClosedDuringHandshake,
+    ChannelStateError,
+    ConnectionStateError,
+    FrameTooLarge,
+    LocalProtocolError,
+    RemoteProtocolError,
+    StaleDelivery,
+    WrongProtocol,
+)
+from .events import (
+    ChannelClosed,
+    ChannelFlow,
+    ChannelOpened,
+    ConnectionBlocked,
+    ConnectionClosed,
+    ConnectionLost,
+    ConnectionOpened,
+    ConnectionUnblocked,
+    ConsumerCancelled,
+    Delivery,
+    Event,
+    GetOk,
+    HeartbeatTimeout,
+    MethodReply,
+    PublishConfirmed,
+    Returned,
+    SecretUpdated,
+)
+from .handshake import PROTOCOL_HEADER, Credentials, build_client_properties, negotiate
+
+__all__ = ["Connection", "ConnectionState"]
+
+FieldTable = Mapping[str, Any]
+
+FRAME_METHOD = 1
+FRAME_HEADER = 2
+FRAME_BODY = 3
+FRAME_HEARTBEAT = 8
+FRAME_OVERHEAD = 8  # 7-byte header + frame-end octet
+MIN_FRAME_MAX = 4096  # the spec's floor, and the limit before Tune
+
+DEFAULT_MAX_BODY_SIZE = 128 * 1024 * 1024  # RabbitMQ's own default max_message_size
+
+_FRAME_HEADER = struct.Struct(">BHI")
+_METHOD_INDEX = struct.Struct(">I")
+
+# Method indexes (class-id << 16 | method-id) of the frames decoded by hand.
+_DELIVER = commands.Basic.Deliver.index
+_GET_OK = commands.Basic.GetOk.index
+_RETURN = commands.Basic.Return.index
+_ACK = commands.Basic.Ack.index
+_NACK = commands.Basic.Nack.index
+
+# Channel methods the broker sends as replies to our synchronous commands.
+_REPLIES: frozenset[type[base.Frame]] = frozenset(
+    {
+        commands.Channel.OpenOk,
+        commands.Channel.FlowOk,
+        commands.Exchange.DeclareOk,
+        commands.Exchange.DeleteOk,
+        commands.Exchange.BindOk,
+        commands.Exchange.UnbindOk,
+        commands.Queue.DeclareOk,
+        commands.Queue.BindOk,
+        commands.Queue.UnbindOk,
+        commands.Queue.PurgeOk,
+        commands.Queue.DeleteOk,
+        commands.Basic.QosOk,
+        commands.Basic.ConsumeOk,
+        commands.Basic.CancelOk,
+        commands.Basic.GetOk,
+        commands.Basic.GetEmpty,
+        commands.Basic.RecoverOk,
+        commands.Confirm.SelectOk,
+        commands.Tx.SelectOk,
+        commands.Tx.CommitOk,
+        commands.Tx.RollbackOk,
+    }
+)
+
+
+class ConnectionState(enum.Enum):
+    """The connection's state table."""
+
+    IDLE = "idle"  # nothing sent yet
+    AWAIT_START = "await-start"  # protocol header sent
+    AWAIT_TUNE = "await-tune"  # StartOk sent (Secure may come first)
+    AWAIT_OPEN_OK = "await-open-ok"  # TuneOk + Open sent
+    OPEN = "open"
+    CLOSING = "closing"  # Connection.Close sent; only Close/CloseOk are read
+    CLOSED = "closed"
+
+
+_OPEN = ConnectionState.OPEN
+_HANDSHAKE = frozenset(
+    {ConnectionState.AWAIT_START, ConnectionState.AWAIT_TUNE, ConnectionState.AWAIT_OPEN_OK}
+)
+
+
+class Connection:
+    """One client connection. Not thread-safe; drive it from one place.
+
+    :param username: login name.
+    :param password: secret for PLAIN/AMQPLAIN; never shown in repr, logs or errors.
+    :param virtual_host: the vhost to open.
+    :param auth_mechanism: ``"PLAIN"``, ``"AMQPLAIN"`` or ``"EXTERNAL"`` (TLS client certificate).
+    :param client_properties: merged over the defaults (product, platform, capabilities, …);
+        ``connection_name`` shows in the management UI.
+    :param heartbeat: the interval the client proposes in seconds; 0 accepts the broker's value.
+    :param frame_max: the largest frame the client accepts; the smaller of the two sides' values wins.
+    :param channel_max: the highest channel number the client will use.
+    :param max_body_size: incoming messages larger than this are refused before any byte is buffered.
+    :param max_table_depth: how deeply field tables from the broker may nest.
+    """
+
+    def __init__(
+        self,
+        *,
+        username: str = "guest",
+        password: str = "guest",
+        virtual_host: str = "/",
+        auth_mechanism: str = "PLAIN",
+        client_properties: FieldTable | None = None,
+        heartbeat: int = 0,
+        frame_max: int = 131072,
+        channel_max: int = 2047,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        max_table_depth: int = codec.DEFAULT_MAX_TABLE_DEPTH,
+        locale: str = "en_US",
+    ) -> None:
+        for name, value, low, high in (
+            ("heartbeat", heartbeat, 0, 65535),
+            ("frame_max", frame_max, 0, 2**32 - 1),
+            ("channel_max", channel_max, 0, 65535),
+        ):
+            if not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"{name} must be an integer from {low} to {high}, not {value!r}")
+        if 0 < frame_max < MIN_FRAME_MAX:
+            raise ValueError(f"frame_max must be 0 or at least {MIN_FRAME_MAX}, not {frame_max}")
+        if max_body_size < 0:
+            raise ValueError(f"max_body_size must not be negative, not {max_body_size}")
+        self._credentials = Credentials(username, password, auth_mechanism)
+        self._virtual_host = virtual_host
+        self._client_properties = build_client_properties(client_properties)
+        self._locale = locale
+        self._wanted_heartbeat = heartbeat
+        self._wanted_frame_max = frame_max
+        self._wanted_channel_max = channel_max
+        self.max_body_size = max_body_size
+        self.max_table_depth = max_table_depth
+
+        self.state = ConnectionState.IDLE
+        # Negotiated values; until Tune the spec's minimum frame size applies.
+        self.frame_max = MIN_FRAME_MAX
+        self.channel_max = channel_max or 65535
+        self.heartbeat = 0
+        self.server_properties: dict[str, Any] = {}
+        self._max_payload = MIN_FRAME_MAX - FRAME_OVERHEAD
+
+        self._in = bytearray()
+        self._out: list[bytes] = []
+        self._channels: dict[int, ChannelState] = {}
+        self._incarnations = 0
+        self._closing_reply: tuple[int, str] | None = None
+        self._last_received = 0.0
+        self._last_sent = 0.0
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection is finished at the protocol level (the transport can be dropped)."""
+        return self.state is ConnectionState.CLOSED
+
+    def __repr__(self) -> str:
+        return (
+            f"<amqp_core.Connection {self.state.value} user={self._credentials.username!r} "
+            f"vhost={self._virtual_host!r} channels={len(self._channels)}>"
+        )
+
+    # ---- driving the connection ---------------------------------------------------------------------
+
+    def initiate(self, now: float) -> None:
+        """Queue the protocol header that starts the handshake."""
+        if self.state is not ConnectionState.IDLE:
+            raise ConnectionStateError("the handshake was already started")
+        self._out.append(PROTOCOL_HEADER)
+        self.state = ConnectionState.AWAIT_START
+        self._last_received = self._last_sent = now
+
+    def data_to_send(self, now: float) -> bytes:
+        """Everything queued for the socket since the last call (``b""`` when nothing is)."""
+        if not self._out:
+            return b""
+        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+        self._out.clear()
+        self._last_sent = now
+        return data
+
+    def receive_data(self, data: bytes, now: float) -> list[Event]:
+        """Feed bytes from the socket; returns the events they complete.
+
+        :raises RemoteProtocolError: the broker broke the protocol (``Connection.Close`` is queued).
+        :raises HandshakeError: the broker refused the connection while it was being opened.
+        """
+        if self.state is ConnectionState.CLOSED:
+            return []
+        self._last_received = now
+        buf = self._in
+        buf += data
+        if self.state is ConnectionState.AWAIT_START and buf[:1] == b"A":
+            if len(buf) < len(PROTOCOL_HEADER):
+                return []  # maybe a protocol header: wait for all of it
+            self.state = ConnectionState.CLOSED
+            raise WrongProtocol(f"it answered with protocol header {bytes(buf[:8])!r}")
+        events: list[Event] = []
+        pos = 0
+        end = len(buf)
+        unpack_header = _FRAME_HEADER.unpack_from
+        try:
+            while end - pos >= 7:
+                frame_type, channel, size = unpack_header(buf, pos)
+                if size > self._max_payload:
+                    self._reject_frame(buf, pos, frame_type, size)
+                frame_end = pos + 7 + size
+                if frame_end >= end:
+                    break  # need more data
+                if buf[frame_end] != codec.FRAME_END:
+                    raise self._violation(
+                        FRAME_ERROR,
+                        f"frame on channel {channel} does not end with the frame-end octet 0xCE",
+                    )
+                if frame_type == FRAME_METHOD:
+                    self._on_method(channel, buf, pos + 7, frame_end, events)
+                elif frame_type == FRAME_BODY:
+                    self._on_body(channel, buf, pos + 7, frame_end, events)
+                elif frame_type == FRAME_HEADER:
+                    self._on_header(channel, buf, pos + 7, frame_end, events)
+                elif frame_type != FRAME_HEARTBEAT:
+                    self._reject_frame(buf, pos, frame_type, size)
+                pos = frame_end + 1
+                if self.closed:  # the broker's Close: whatever follows it is not ours to read
+                    break
+        finally:
+            del buf[:pos]
+        return events
+
+    def receive_eof(self) -> list[Event]:
+        """The socket reached end of stream.
+
+        :raises HandshakeError: when the connection was still being opened.
+        """
+        state, self.state = self.state, ConnectionState.CLOSED
+        self._channels.clear()
+        if state is ConnectionState.AWAIT_TUNE:
+            raise AuthenticationRefused(
+                "the broker dropped the connection right after receiving the credentials"
+            )
+        if state in _HANDSHAKE:
+            raise BrokerClosedDuringHandshake("the broker dropped the connection")
+        if state is ConnectionState.CLOSED:
+            return []
+        return [ConnectionLost()]
+
+    def next_timer(self) -> float | None:
+        """When :meth:`handle_timer` must be called next (None: no timer is needed)."""
+        if not self.heartbeat or self.state not in (ConnectionState.OPEN, ConnectionState.CLOSING):
+            return None
+        return min(self._last_sent + self.heartbeat / 2, self._last_received + 2 * self.heartbeat)
+
+    def handle_timer(self, now: float) -> list[Event]:
+        """Send a heartbeat when nothing was sent for half the interval; detect a silent broker."""
+        if not self.heartbeat or self.state not in (ConnectionState.OPEN, ConnectionState.CLOSING):
+            return []
+        silence = now - self._last_received
+        if silence >= 2 * self.heartbeat:
+            self.state = ConnectionState.CLOSED
+            self._channels.clear()
+            return [HeartbeatTimeout(silence)]
+        if now - self._last_sent >= self.heartbeat / 2:
+            self._out.append(codec.HEARTBEAT_FRAME)
+            self._last_sent = now
+        return []
+
+    # ---- connection commands ------------------------------------------------------------------------
+
+    def close(
+        self,
+        reply_code: int = 200,
+        reply_text: str = "Normal shutdown",
+        class_id: int = 0,
+        method_id: int = 0,
+    ) -> None:
+        """Start the closing handshake; :class:`ConnectionClosed` reports its end."""
+        if self.state in (ConnectionState.CLOSING, ConnectionState.CLOSED):
+            return
+        if self.state is ConnectionState.IDLE:
+            self.state = ConnectionState.CLOSED
+            return
+        self._send_method(0, commands.Connection.Close(reply_code, reply_text, class_id, method_id))
+        self._closing_reply = (reply_code, reply_text)
+        self.state = ConnectionState.CLOSING
+
+    def update_secret(self, new_secret: str, reason: str) -> None:
+        """Replace the credentials' secret (e.g. a refreshed OAuth token); answered by SecretUpdated."""
+        self._require_open()
+        self._send_method(0, commands.Connection.UpdateSecret(new_secret, reason))
+
+    # ---- channel commands ---------------------------------------------------------------------------
+
+    def open_channel(self, channel: int | None = None) -> int:
+        """Open a channel (the lowest free number unless one is given); :class:`ChannelOpened` follows."""
+        self._require_open()
+        if channel is None:
+            channel = next((n for n in range(1, self.channel_max + 1) if n not in self._channels), 0)
+            if not channel:
+                raise ChannelStateError(f"all {self.channel_max} channels are in use")
+        elif not 1 <= channel <= self.channel_max:
+            raise ChannelStateError(f"channel number must be from 1 to {self.channel_max}, not {channel}")
+        elif channel in self._channels:
+            raise ChannelStateError(f"channel {channel} is already in use")
+        self._incarnations += 1
+        state = ChannelState(channel, self._incarnations)
+        state.expected.append(ExpectedReply((commands.Channel.OpenOk,)))
+        self._channels[channel] = state
+        self._send_method(channel, commands.Channel.Open())
+        return channel
+
+    def close_channel(
+        self,
+        channel: int,
+        reply_code: int = 200,
+        reply_text: str = "Normal shutdown",
+        class_id: int = 0,
+        method_id: int = 0,
+    ) -> None:
+        """Close a channel; :class:`ChannelClosed` follows. Replies still owed to it are discarded."""
+        self._require_open()
+        state = self._channel(channel)
+        if state.phase is ChannelPhase.CLOSING:
+            return
+        state.phase = ChannelPhase.CLOSING
+        state.expected.clear()
+        state.close_event = ChannelClosed(channel, reply_code, reply_text, class_id, method_id, by_peer=False)
+        self._send_method(channel, commands.Channel.Close(reply_code, reply_text, class_id, method_id))
+
+    def channel_flow(self, channel: int, active: bool) -> None:
+        """Ask the broker to stop (``active=False``) or restart deliveries; answered by FlowOk."""
+        self._sync(channel, commands.Channel.Flow(active), commands.Channel.FlowOk)
+
+    def channel_incarnation(self, channel: int) -> int:
+        """The incarnation of the channel currently using this number."""
+        return self._channel(channel).incarnation
+
+    # ---- exchanges ----------------------------------------------------------------------------------
+
+    def exchange_declare(
+        self,
+        channel: int,
+        exchange: str,
+        exchange_type: str = "direct",
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        auto_delete: bool = False,
+        internal: bool = False,
+        nowait: bool = False,
+        arguments: FieldTable | None = None,
+    ) -> None:
+        method = commands.Exchange.Declare(
+            0, exchange, exchange_type, passive, durable, auto_delete, internal, nowait,
+            _table(arguments),
+        )  # fmt: skip
+        self._sync(channel, method, None if nowait else commands.Exchange.DeclareOk)
+
+    def exchange_delete(
+        self, channel: int, exchange: str, *, if_unused: bool = False, nowait: bool = False
+    ) -> None:
+        method = commands.Exchange.Delete(0, exchange, if_unused, nowait)
+        self._sync(channel, method, None if nowait else commands.Exchange.DeleteOk)
+
+    def exchange_bind(
+        self,
+        channel: int,
+        destination: str,
+        source: str,
+        routing_key: str = "",
+        *,
+        nowait: bool = False,
+        arguments: FieldTable | None = None,
+    ) -> None:
+        method = commands.Exchange.Bind(0, destination, source, routing_key, nowait, _table(arguments))
+        self._sync(channel, method, None if nowait else commands.Exchange.BindOk)
+
+    def exchange_unbind(
+        self,
+        channel: int,
+        destination: str,
+        source: str,
+        routing_key: str = "",
+        *,
+        nowait: bool = False,
+        arguments: FieldTable | None = None,
+    ) -> None:
+        method = commands.Exchange.Unbind(0, destination, source, routing_key, nowait, _table(arguments))
+        self._sync(channel, method, None if nowait else commands.Exchange.UnbindOk)
+
+    # ---- queues -------------------------------------------------------------------------------------
+
+    def queue_declare(
+        self,
+        channel: int,
+        queue: str = "",
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        nowait: bool = False,
+        arguments: FieldTable | None = None,
+    ) -> None:
+        method = commands.Queue.Declare(
+            0, queue, passive, durable, exclusive, auto_delete, nowait, _table(arguments)
+        )
+        self._sync(channel, method, None if nowait else commands.Queue.DeclareOk)
+
+    def queue_bind(
+        self,
+        channel: int,
+        queue: str,
+        exchange: str,
+        routing_key: str = "",
+        *,
+        nowait: bool = False,
+        arguments: FieldTable | None = None,
+    ) -> None:
+        method = commands.Queue.Bind(0, queue, exchange, routing_key, nowait, _table(arguments))
+        self._sync(channel, method, None if nowait else commands.Queue.BindOk)
+
+    def queue_unbind(
+        self,
+        channel: int,
+        queue: str,
+        exchange: str,
+        routing_key: str = "",
+        *,
+        arguments: FieldTable | None = None,
+    ) -> None:
+        method = commands.Queue.Unbind(0, queue, exchange, routing_key, _table(arguments))
+        self._sync(channel, method, commands.Queue.UnbindOk)
+
+    def queue_purge(self, channel: int, queue: str, *, nowait: bool = False) -> None:
+        self._sync(
+            channel,
+            commands.Queue.Purge(0, queue, nowait),
+            None if nowait else commands.Queue.PurgeOk,
+        )
+
+    def queue_delete(
+        self,
+        channel: int,
+        queue: str,
+        *,
+        if_unused: bool = False,
+        if_empty: bool = False,
+        nowait: bool = False,
+    ) -> None:
+        method = commands.Queue.Delete(0, queue, if_unused, if_empty, nowait)
+        self._sync(channel, method, None if nowait else commands.Queue.DeleteOk)
+
+    # ---- basic --------------------------------------------------------------------------------------
+
+    def basic_qos(
+        self,
+        channel: int,
+        *,
+        prefetch_size: int = 0,
+        prefetch_count: int = 0,
+        global_: bool = False,
+    ) -> None:
+        method = commands.Basic.Qos(prefetch_size, prefetch_count, global_)
+        self._sync(channel, method, commands.Basic.QosOk)
+
+    def basic_consume(
+        self,
+        channel: int,
+        queue: str,
+        consumer_tag: str = "",
+        *,
+        no_local: bool = False,
+        no_ack: bool = False,
+        exclusive: bool = False,
+        nowait: bool = False,
+        arguments: FieldTable | None = None,
+    ) -> None:
+        """Start a consumer; ``Basic.ConsumeOk`` (a :class:`MethodReply`) carries the tag.
+
+        ``nowait`` needs an explicit ``consumer_tag``: without a reply the tag could never be learnt.
+        """
+        if nowait and not consumer_tag:
+            raise LocalProtocolError("basic_consume with nowait=True needs a consumer_tag")
+        state = self._channel(channel)
+        method = commands.Basic.Consume(
+            0, queue, consumer_tag, no_local, no_ack, exclusive, nowait, _table(arguments)
+        )
+        self._sync(channel, method, None if nowait else commands.Basic.ConsumeOk, no_ack=no_ack)
+        if nowait and no_ack:
+            state.no_ack_consumers.add(consumer_tag)
+
+    def basic_cancel(self, channel: int, consumer_tag: str, *, nowait: bool = False) -> None:
+        method = commands.Basic.Cancel(consumer_tag, nowait)
+        self._sync(channel, method, None if nowait else commands.Basic.CancelOk)
+
+    def basic_publish(
+        self,
+        channel: int,
+        body: bytes,
+        exchange: str = "",
+        routing_key: str = "",
+        properties: commands.Basic.Properties | None = None,
+        *,
+        mandatory: bool = False,
+        immediate: bool = False,
+    ) -> int | None:
+        """Queue a message. Returns its confirm sequence number when the channel is in confirm mode."""
+        state = self._channels.get(channel)
+        if state is None or state.phase is not ChannelPhase.OPEN or self.state is not _OPEN:
+            self._require_open()
+            state = self._channel(channel)
+            state.require_open()
+        try:
+            frames = codec.encode_publish(
+                channel, exchange, routing_key, mandatory, immediate, properties, body,
+                self.frame_max,
+            )  # fmt: skip
+        except ValueError as error:
+            raise FrameTooLarge(str(error)) from error
+        self._out.append(frames)
+        return state.next_publish(exchange, routing_key, mandatory)
+
+    def basic_get(self, channel: int, queue: str, *, no_ack: bool = False) -> None:
+        """Ask for one message: :class:`GetOk`, or a :class:`MethodReply` with ``Basic.GetEmpty``."""
+        self._sync(
+            channel,
+            commands.Basic.Get(0, queue, no_ack),
+            (commands.Basic.GetOk, commands.Basic.GetEmpty),
+            no_ack=no_ack,
+        )
+
+    def basic_ack(
+        self,
+        channel: int,
+        delivery_tag: int,
+        *,
+        multiple: bool = False,
+        incarnation: int | None = None,
+    ) -> None:
+        """Acknowledge a delivery. Pass the delivery's ``incarnation`` to refuse acks for a closed channel."""
+        self._settlement_channel(channel, incarnation).settle(delivery_tag, multiple)
+        self._out.append(codec.encode_ack(channel, delivery_tag, multiple))
+
+    def basic_nack(
+        self,
+        channel: int,
+        delivery_tag: int,
+        *,
+        multiple: bool = False,
+        requeue: bool = True,
+        incarnation: int | None = None,
+    ) -> None:
+        self._settlement_channel(channel, incarnation).settle(delivery_tag, multiple)
+        self._out.append(codec.encode_nack(channel, delivery_tag, multiple, requeue))
+
+    def basic_reject(
+        self,
+        channel: int,
+        delivery_tag: int,
+        *,
+        requeue: bool = True,
+        incarnation: int | None = None,
+    ) -> None:
+        self._settlement_channel(channel, incarnation).settle(delivery_tag, False)
+        self._out.append(codec.encode_reject(channel, delivery_tag, requeue))
+
+    def basic_recover(self, channel: int, *, requeue: bool = True) -> None:
+        """Redeliver every unacknowledged message of the channel (answered by ``Basic.RecoverOk``)."""
+        self._sync(channel, commands.Basic.Recover(requeue), commands.Basic.RecoverOk)
+
+    # ---- confirms and transactions ------------------------------------------------------------------
+
+    def confirm_select(self, channel: int, *, nowait: bool = False) -> None:
+        """Put the channel in confirm mode; publishes from now on are numbered from 1."""
+        self._sync(
+            channel,
+            commands.Confirm.Select(nowait),
+            None if nowait else commands.Confirm.SelectOk,
+        )
+        self._channels[channel].confirm_mode = True
+
+    def tx_select(self, channel: int) -> None:
+        self._sync(channel, commands.Tx.Select(), commands.Tx.SelectOk)
+
+    def tx_commit(self, channel: int) -> None:
+        self._sync(channel, commands.Tx.Commit(), commands.Tx.CommitOk)
+
+    def tx_rollback(self, channel: int) -> None:
+        self._sync(channel, commands.Tx.Rollback(), commands.Tx.RollbackOk)
+
+    # ---- command plumbing ---------------------------------------------------------------------------
+
+    def _require_open(self) -> None:
+        if self.state is not ConnectionState.OPEN:
+            raise ConnectionStateError(f"the connection is {self.state.value}, not open")
+
+    def _channel(self, channel: int) -> ChannelState:
+        state = self._channels.get(channel)
+        if state is None:
+            raise ChannelStateError(f"channel {channel} is not open")
+        return state
+
+    def _settlement_channel(self, channel: int, incarnation: int | None) -> ChannelState:
+        state = self._channels.get(channel)
+        if incarnation is not None and (state is None or state.incarnation != incarnation):
+            raise StaleDelivery(
+                f"the delivery came from an earlier opening of channel {channel}, which has been "
+                "closed since; the broker already returned the message to its queue"
+            )
+        self._require_open()
+        state = self._channel(channel)
+        state.require_open()
+        return state
+
+    def _sync(
+        self,
+        channel: int,
+        method: base.Frame,
+        reply: type[base.Frame] | tuple[type[base.Frame], ...] | None,
+        *,
+        no_ack: bool = False,
+    ) -> None:
+        self._require_open()
+        state = self._channel(channel)
+        state.require_open()
+        frame = self._encode_method(channel, method)
+        if reply is not None:
+            replies = reply if isinstance(reply, tuple) else (reply,)
+            state.expected.append(ExpectedReply(replies, no_ack))
+        self._out.append(frame)
+
+    def _send_method(self, channel: int, method: base.Frame) -> None:
+        self._out.append(self._encode_method(channel, method))
+
+    def _encode_method(self, channel: int, method: base.Frame) -> bytes:
+        try:
+            frame = codec.encode_method(channel, method)
+        except (ValueError, TypeError) as error:
+            raise LocalProtocolError(f"cannot encode {method.name}: {error}") from error
+        if self.frame_max and len(frame) > self.frame_max:
+            raise FrameTooLarge(
+                f"{method.name} encodes to {len(frame)} bytes, more than the negotiated "
+                f"frame_max of {self.frame_max}"
+            )
+        return frame
+
+    # ---- receiving: envelope ------------------------------------------------------------------------
+
+    def _reject_frame(self, buf: bytearray, pos: int, frame_type: int, size: int) -> None:
+        if self.state in _HANDSHAKE and frame_type not in (1, 2, 3, 8):
+            sample = bytes(buf[pos : pos + 32])
+            self.state = ConnectionState.CLOSED
+            raise RemoteProtocolError(f"the server did not speak AMQP 0-9-1: it sent {sample!r}", FRAME_ERROR)
+        if frame_type not in (1, 2, 3, 8):
+            raise self._violation(FRAME_ERROR, f"unknown frame type {frame_type}")
+        raise self._violation(
+            FRAME_ERROR,
+            f"the broker sent a frame of {size + FRAME_OVERHEAD} bytes, more than the negotiated "
+            f"frame_max of {self._max_payload + FRAME_OVERHEAD}",
+        )
+
+    def _violation(
+        self, reply_code: int, message: str, class_id: int = 0, method_id: int = 0
+    ) -> RemoteProtocolError:
+        """Queue Connection.Close for a peer violation and build the error to raise."""
+        if self.state in _HANDSHAKE:
+            # Before Open the broker would not read a Close: just drop the connection.
+            self.state = ConnectionState.CLOSED
+        elif self.state is ConnectionState.OPEN:
+            self._out.append(
+                codec.encode_method(
+                    0, commands.Connection.Close(reply_code, message[:255], class_id, method_id)
+                )
+            )
+            self._closing_reply = (reply_code, message)
+            self.state = ConnectionState.CLOSING
+        return RemoteProtocolError(message, reply_code)
+
+    # ---- receiving: methods -------------------------------------------------------------------------
+
+    def _on_method(self, channel: int, buf: bytearray, start: int, end: int, events: list[Event]) -> None:
+        if end - start < 4:
+            raise self._violation(SYNTAX_ERROR, "method frame shorter than its class and method id")
+        index = _METHOD_INDEX.unpack_from(buf, start)[0]
+        state = self._channels.get(channel)
+        if (
+            state is not None
+            and state.phase is ChannelPhase.OPEN
+            and not state.content_kind
+            and self.state is _OPEN
+        ):
+            # The hot path: content-carrying methods and confirms on an open channel.
+            try:
+                if index == _DELIVER:
+                    fields = codec.decode_deliver(buf, start + 4, end)
+                    if fields[0] not in state.no_ack_consumers:
+                        state.track_delivery(fields[1])
+                    state.content_fields = fields
+                    state.content_kind = index
+                    return
+                if index in (_ACK, _NACK):
+                    if index == _ACK:
+                        tag, multiple = codec.decode_ack(buf, start + 4, end)
+                    else:
+                        tag, multiple, _requeue = codec.decode_nack(buf, start + 4, end)
+                    self._on_confirm(state, tag, multiple, index == _ACK, events)
+                    return
+                if index == _GET_OK:
+                    no_ack = self._expect_reply(state, commands.Basic.GetOk).no_ack
+                    get_ok = codec.decode_get_ok(buf, start + 4, end)
+                    if not no_ack:
+                        state.track_delivery(get_ok[0])
+                    state.content_fields = get_ok
+                    state.content_kind = index
+                    return
+                if index == _RETURN:
+                    state.content_fields = codec.decode_return(buf, start + 4, end)
+                    state.content_kind = index
+                    return
+            except codec.DecodeError as error:
+                raise self._violation(SYNTAX_ERROR, f"malformed method frame: {error}") from None
+        try:
+            method = codec.decode_method(buf, start, end)
+        except codec.DecodeError as error:
+            raise self._violation(SYNTAX_ERROR, f"malformed method frame: {error}") from None
+        if channel == 0:
+            self._on_connection_method(method, events)
+        else:
+            self._on_channel_method(channel, state, method, events)
+
+    def _on_connection_method(self, method: base.Frame, events: list[Event]) -> None:
+        state = self.state
+        if isinstance(method, commands.Connection.Close):
+            self._send_method(0, commands.Connection.CloseOk())
+            self.state = ConnectionState.CLOSED
+            self._channels.clear()
+            code, text = method.reply_code or 0, method.reply_text or ""
+            if state in _HANDSHAKE:
+                if code == ACCESS_REFUSED:
+                    raise AuthenticationRefused(f"{code} {text}")
+                raise BrokerClosedDuringHandshake(f"{code} {text}", code)
+            events.append(ConnectionClosed(code, text, method.class_id or 0, method.method_id or 0))
+            return
+        if state is ConnectionState.CLOSING:
+            if isinstance(method, commands.Connection.CloseOk):
+                self.state = ConnectionState.CLOSED
+                self._channels.clear()
+                code, text = self._closing_reply or (200, "")
+                events.append(ConnectionClosed(code, text, by_peer=False))
+            return  # everything else is discarded while closing
+        if state is ConnectionState.AWAIT_START and isinstance(method, commands.Connection.Start):
+            self._on_start(method)
+        elif state is ConnectionState.AWAIT_TUNE and isinstance(method, commands.Connection.Secure):
+            self._send_method(0, commands.Connection.SecureOk(self._credentials.response()))
+        elif state is ConnectionState.AWAIT_TUNE and isinstance(method, commands.Connection.Tune):
+            self._on_tune(method)
+        elif state is ConnectionState.AWAIT_OPEN_OK and isinstance(method, commands.Connection.OpenOk):
+            self.state = ConnectionState.OPEN
+            events.append(
+                ConnectionOpened(self.frame_max, self.channel_max, self.heartbeat, self.server_properties)
+            )
+        elif state is ConnectionState.OPEN and isinstance(method, commands.Connection.Blocked):
+            events.append(ConnectionBlocked(method.reason))
+        elif state is ConnectionState.OPEN and isinstance(method, commands.Connection.Unblocked):
+            events.append(ConnectionUnblocked())
+        elif state is ConnectionState.OPEN and isinstance(method, commands.Connection.UpdateSecretOk):
+            events.append(SecretUpdated())
+        else:
+            raise self._violation(
+                COMMAND_INVALID,
+                f"unexpected {method.name} on channel 0 while the connection is {state.value}",
+                method.frame_id,
+                method.index & 0xFFFF,
+            )
+
+    def _on_start(self, start: commands.Connection.Start) -> None:
+        if (start.version_major, start.version_minor) != (0, 9):
+            self.state = ConnectionState.CLOSED
+            raise WrongProtocol(
+                f"it offered AMQP {start.version_major}-{start.version_minor} in Connection.Start"
+            )
+        offered = start.mechanisms.split()
+        mechanism = self._credentials.mechanism
+        if mechanism not in offered:
+            self.state = ConnectionState.CLOSED
+            raise AuthenticationRefused(
+                f"the broker does not offer the {mechanism} mechanism "
+                f"(it offers: {', '.join(offered) or 'none'})"
+            )
+        self.server_properties = dict(start.server_properties or {})
+        self._send_method(
+            0,
+            commands.Connection.StartOk(
+                self._client_properties, mechanism, self._credentials.response(), self._locale
+            ),
+        )
+        self.state = ConnectionState.AWAIT_TUNE
+
+    def _on_tune(self, tune: commands.Connection.Tune) -> None:
+        self.channel_max = negotiate(self._wanted_channel_max, tune.channel_max) or 65535
+        self.frame_max = negotiate(self._wanted_frame_max, tune.frame_max)
+        self.heartbeat = negotiate(self._wanted_heartbeat, tune.heartbeat)
+        self._send_method(0, commands.Connection.TuneOk(self.channel_max, self.frame_max, self.heartbeat))
+        self._send_method(0, commands.Connection.Open(self._virtual_host))
+        self._max_payload = (self.frame_max or 2**32 - 1) - FRAME_OVERHEAD
+        self.state = ConnectionState.AWAIT_OPEN_OK
+
+    def _on_channel_method(
+        self,
+        channel: int,
+        state: ChannelState | None,
+        method: base.Frame,
+        events: list[Event],
+    ) -> None:
+        if self.state is ConnectionState.CLOSING:
+            return
+        if self.state is not ConnectionState.OPEN:
+            raise self._violation(
+                COMMAND_INVALID, f"{method.name} on channel {channel} before the connection opened"
+            )
+        if state is None:
+            raise self._violation(CHANNEL_ERROR, f"{method.name} on channel {channel}, which is not open")
+        if state.content_kind:
+            raise self._violation(
+                UNEXPECTED_FRAME,
+                f"{method.name} on channel {channel} while a message's content was expected",
+            )
+        kind = type(method)
+        if kind is commands.Channel.Close:
+            assert isinstance(method, commands.Channel.Close)
+            self._send_method(channel, commands.Channel.CloseOk())
+            closed = ChannelClosed(
+                channel,
+                method.reply_code or 0,
+                method.reply_text or "",
+                method.class_id or 0,
+                method.method_id or 0,
+            )
+            if state.phase is ChannelPhase.CLOSING:
+                # It crossed our Close: report the broker's reason, but keep the number reserved
+                # until the CloseOk for our Close arrives.
+                state.close_event = closed
+                return
+            del self._channels[channel]
+            events.append(closed)
+            return
+        if state.phase is ChannelPhase.CLOSING:
+            if kind is commands.Channel.CloseOk:
+                del self._channels[channel]
+                assert state.close_event is not None
+                events.append(state.close_event)
+            return  # a closing channel discards everything else
+        if kind in _REPLIES:
+            expected = self._expect_reply(state, kind)
+            if kind is commands.Channel.OpenOk:
+                state.phase = ChannelPhase.OPEN
+                events.append(ChannelOpened(channel, state.incarnation))
+                return
+            if kind is commands.Basic.ConsumeOk and expected.no_ack:
+                assert isinstance(method, commands.Basic.ConsumeOk)
+                state.no_ack_consumers.add(method.consumer_tag or "")
+            elif kind is commands.Basic.CancelOk:
+                assert isinstance(method, commands.Basic.CancelOk)
+                state.no_ack_consumers.discard(method.consumer_tag)
+            events.append(MethodReply(channel, method))
+        elif kind is commands.Channel.Flow:
+            assert isinstance(method, commands.Channel.Flow)
+            active = bool(method.active)
+            self._send_method(channel, commands.Channel.FlowOk(active))
+            events.append(ChannelFlow(channel, active))
+        elif kind is commands.Basic.Cancel:
+            assert isinstance(method, commands.Basic.Cancel)
+            tag = method.consumer_tag or ""
+            state.no_ack_consumers.discard(tag)
+            if not method.nowait:
+                self._send_method(channel, commands.Basic.CancelOk(tag))
+            events.append(ConsumerCancelled(channel, tag))
+        elif kind in (commands.Basic.Deliver, commands.Basic.Return, commands.Basic.Ack,
+                      commands.Basic.Nack):  # fmt: skip
+            # Reached only while the channel is still opening: the broker cannot have sent these.
+            raise self._violation(
+                COMMAND_INVALID, f"{method.name} on channel {channel} before Channel.OpenOk"
+            )
+        else:
+            raise self._violation(
+                COMMAND_INVALID,
+                f"the broker sent {method.name} on channel {channel}, which a server never sends",
+                method.frame_id,
+                method.index & 0xFFFF,
+            )
+
+    def _expect_reply(self, state: ChannelState, kind: type[base.Frame]) -> ExpectedReply:
+        """Pop the oldest outstanding command if ``kind`` answers it; anything else is a violation."""
+        if not state.expected or kind not in state.expected[0].replies:
+            waiting = " or ".join(r.name for r in state.expected[0].replies) if state.expected else "no reply"
+            raise self._violation(
+                COMMAND_INVALID,
+                f"the broker sent {kind.name} on channel {state.number} but {waiting} was expected",
+            )
+        return state.expected.popleft()
+
+    def _on_confirm(
+        self, state: ChannelState, tag: int, multiple: bool, ack: bool, events: list[Event]
+    ) -> None:
+        if not state.confirm_mode:
+            raise self._violation(
+                COMMAND_INVALID, f"publisher confirm on channel {state.number}, not in confirm mode"
+            )
+        settled = state.confirm_range(tag, multiple)
+        if settled is None:
+            raise self._violation(
+                COMMAND_INVALID,
+                f"the broker confirmed publish {tag} on channel {state.number}, "
+                f"but only {state.publish_seq} were published",
+            )
+        events.append(PublishConfirmed(state.number, settled[0], settled[1], ack))
+
+    # ---- receiving: content -------------------------------------------------------------------------
+
+    def _content_channel(self, channel: int, what: str) -> ChannelState | None:
+        """The channel a content frame belongs to; None when it is to be discarded."""
+        state = self._channels.get(channel)
+        if self.state is ConnectionState.CLOSING or (
+            state is not None and state.phase is ChannelPhase.CLOSING
+        ):
+            return None
+        if state is None or self.state is not ConnectionState.OPEN:
+            raise self._violation(CHANNEL_ERROR, f"{what} on channel {channel}, which is not open")
+        if not state.content_kind:
+            raise self._violation(
+                UNEXPECTED_FRAME, f"{what} on channel {channel} without a method announcing it"
+            )
+        return state
+
+    def _on_header(self, channel: int, buf: bytearray, start: int, end: int, events: list[Event]) -> None:
+        state = self._content_channel(channel, "content header")
+        if state is None:
+            return
+        if state.content_remaining != -1:
+            raise self._violation(
+                UNEXPECTED_FRAME, f"second content header on channel {channel} for one message"
+            )
+        try:
+            _class_id, body_size, properties = codec.decode_content_header(
+                buf, start, end, self.max_table_depth
+            )
+        except codec.DecodeError as error:
+            raise self._violation(SYNTAX_ERROR, f"malformed content header: {error}") from None
+        if body_size > self.max_body_size:
+            raise self._violation(
+                RESOURCE_ERROR,
+                f"the broker announced a message body of {body_size} bytes, more than this "
+                f"client's max_body_size of {self.max_body_size}",
+            )
+        state.content_properties = properties
+        state.content_remaining = body_size
+        if body_size == 0:
+            self._content_complete(state, b"", events)
+
+    def _on_body(self, channel: int, buf: bytearray, start: int, end: int, events: list[Event]) -> None:
+        state = self._content_channel(channel, "content body")
+        if state is None:
+            return
+        size = end - start
+        remaining = state.content_remaining
+        if remaining == -1 or size > remaining:
+            raise self._violation(
+                UNEXPECTED_FRAME,
+                f"content body on channel {channel} larger than its header announced",
+            )
+        if size == remaining and not state.content_chunks:
+            self._content_complete(state, bytes(buf[start:end]), events)
+            return
+        state.content_chunks.append(bytes(buf[start:end]))
+        state.content_remaining = remaining - size
+        if size == remaining:
+            body = b"".join(state.content_chunks)
+            state.content_chunks = []
+            self._content_complete(state, body, events)
+
+    def _content_complete(self, state: ChannelState, body: bytes, events: list[Event]) -> None:
+        kind, fields, properties = (
+            state.content_kind,
+            state.content_fields,
+            state.content_properties,
+        )
+        assert properties is not None
+        state.content_kind = 0
+        state.content_remaining = -1
+        state.content_properties = None
+        if kind == _DELIVER:
+            consumer_tag, delivery_tag, redelivered, exchange, routing_key = fields
+            events.append(
+                Delivery(
+                    state.number, state.incarnation, consumer_tag, delivery_tag, redelivered, exchange,
+                    routing_key, properties, body,
+                )
+            )  # fmt: skip
+        elif kind == _GET_OK:
+            delivery_tag, redelivered, exchange, routing_key, message_count = fields
+            events.append(
+                GetOk(
+                    state.number, state.incarnation, delivery_tag, redelivered, exchange, routing_key,
+                    message_count, properties, body,
+                )
+            )  # fmt: skip
+        else:
+            reply_code, reply_text, exchange, routing_key = fields
+            seq = state.match_return(exchange, routing_key)
+            events.append(
+                Returned(state.number, reply_code, reply_text, exchange, routing_key, properties, body, seq)
+            )
+
+
+def _table(arguments: FieldTable | None) -> dict[str, Any]:
+    return dict(arguments) if arguments else {}
