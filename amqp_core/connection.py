@@ -70,6 +70,7 @@ MIN_FRAME_MAX = 4096  # the spec's floor, and the limit before Tune
 
 DEFAULT_MAX_BODY_SIZE = 128 * 1024 * 1024  # RabbitMQ's own default max_message_size
 
+_FRAME_TYPES = frozenset({FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT})
 _FRAME_HEADER = struct.Struct(">BHI")
 _METHOD_INDEX = struct.Struct(">I")
 
@@ -235,7 +236,7 @@ class Connection:
         self._last_received = now
         buf = self._in
         buf += data
-        if self.state is ConnectionState.AWAIT_START and buf[:1] == b"A":
+        if self.state is ConnectionState.AWAIT_START and buf[:4] == b"AMQP"[: len(buf)]:
             if len(buf) < len(PROTOCOL_HEADER):
                 return []  # maybe a protocol header: wait for all of it
             self.state = ConnectionState.CLOSED
@@ -247,7 +248,8 @@ class Connection:
         try:
             while end - pos >= 7:
                 frame_type, channel, size = unpack_header(buf, pos)
-                if size > self._max_payload:
+                # Checked from the 7-byte header alone, before any of the payload is waited for.
+                if size > self._max_payload or frame_type not in _FRAME_TYPES:
                     self._reject_frame(buf, pos, frame_type, size)
                 frame_end = pos + 7 + size
                 if frame_end >= end:
@@ -263,13 +265,14 @@ class Connection:
                     self._on_body(channel, buf, pos + 7, frame_end, events)
                 elif frame_type == FRAME_HEADER:
                     self._on_header(channel, buf, pos + 7, frame_end, events)
-                elif frame_type != FRAME_HEARTBEAT:
-                    self._reject_frame(buf, pos, frame_type, size)
                 pos = frame_end + 1
                 if self.closed:  # the broker's Close: whatever follows it is not ours to read
                     break
         finally:
-            del buf[:pos]
+            if self.closed:
+                buf.clear()  # nothing more will be read
+            else:
+                del buf[:pos]
         return events
 
     def receive_eof(self) -> list[Event]:
@@ -692,11 +695,10 @@ class Connection:
     # ---- receiving: envelope ------------------------------------------------------------------------
 
     def _reject_frame(self, buf: bytearray, pos: int, frame_type: int, size: int) -> None:
-        if self.state in _HANDSHAKE and frame_type not in (1, 2, 3, 8):
+        if self.state in _HANDSHAKE and frame_type not in _FRAME_TYPES:
             sample = bytes(buf[pos : pos + 32])
-            self.state = ConnectionState.CLOSED
-            raise RemoteProtocolError(f"the server did not speak AMQP 0-9-1: it sent {sample!r}", FRAME_ERROR)
-        if frame_type not in (1, 2, 3, 8):
+            raise self._violation(FRAME_ERROR, f"the server did not speak AMQP 0-9-1: it sent {sample!r}")
+        if frame_type not in _FRAME_TYPES:
             raise self._violation(FRAME_ERROR, f"unknown frame type {frame_type}")
         raise self._violation(
             FRAME_ERROR,
@@ -707,18 +709,21 @@ class Connection:
     def _violation(
         self, reply_code: int, message: str, class_id: int = 0, method_id: int = 0
     ) -> RemoteProtocolError:
-        """Queue Connection.Close for a peer violation and build the error to raise."""
-        if self.state in _HANDSHAKE:
-            # Before Open the broker would not read a Close: just drop the connection.
-            self.state = ConnectionState.CLOSED
-        elif self.state is ConnectionState.OPEN:
+        """Queue Connection.Close for a peer violation and build the error to raise.
+
+        The connection is finished from then on: the broker's stream cannot be trusted (after a frame
+        error it cannot even be split into frames), so nothing more is read; the caller flushes the Close
+        and drops the transport.
+        """
+        if self.state is ConnectionState.OPEN:
+            # A shortstr holds 255 bytes of UTF-8, not 255 characters.
+            text = message.encode()[:255].decode(errors="ignore")
             self._out.append(
-                codec.encode_method(
-                    0, commands.Connection.Close(reply_code, message[:255], class_id, method_id)
-                )
+                codec.encode_method(0, commands.Connection.Close(reply_code, text, class_id, method_id))
             )
-            self._closing_reply = (reply_code, message)
-            self.state = ConnectionState.CLOSING
+        # Before Open the broker would not read a Close; while closing, ours is already queued.
+        self.state = ConnectionState.CLOSED
+        self._channels.clear()
         return RemoteProtocolError(message, reply_code)
 
     # ---- receiving: methods -------------------------------------------------------------------------
