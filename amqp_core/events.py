@@ -146,6 +146,20 @@ class MethodReply:
     channel: int
     method: base.Frame
 
+    # pamqp methods compare by identity; compare the method's type and arguments instead, so that this
+    # event, like every other, compares by value.
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MethodReply):
+            return NotImplemented
+        return self.channel == other.channel and _method_key(self.method) == _method_key(other.method)
+
+    def __hash__(self) -> int:
+        return hash((self.channel, type(self.method)))
+
+
+def _method_key(method: base.Frame) -> tuple[Any, ...]:
+    return (type(method), *(getattr(method, name, None) for name in method.__slots__))
+
 
 @dataclass(frozen=True, slots=True)
 class ConsumerCancelled:
