@@ -147,16 +147,32 @@ class Replayer:
         return self._position >= len(self._frames)
 
     def exchange(self, connection: Connection, now: float = 0.0) -> list[Event]:
-        """Check the connection's pending output, then feed the broker's next frames; returns the events."""
+        """Check the connection's pending output, then feed the broker's next frames; returns the events.
+
+        The same as :meth:`check_sent` followed by feeding :meth:`take_server_bytes` to
+        ``connection.receive_data`` in one piece; call those two yourself to feed the bytes differently.
+        """
+        self.check_sent(connection, now)
+        replies = self.take_server_bytes()
+        return connection.receive_data(replies, now) if replies else []
+
+    def check_sent(self, connection: Connection, now: float = 0.0) -> None:
+        """Drain the connection's pending output and check it against the recording's client frames.
+
+        :raises ReplayMismatch: the connection sent something the recorded client did not.
+        """
         self._sent += connection.data_to_send(now)
         for data in split_frames(self._sent, at_start=not self._client_started):
             self._client_started = True
             self._check_client_frame(RecordedFrame(CLIENT, data))
+
+    def take_server_bytes(self) -> bytes:
+        """The broker's recorded frames up to the client's next frame (``b""`` when none are next)."""
         replies = bytearray()
         while self._position < len(self._frames) and self._frames[self._position].direction == SERVER:
             replies += self._frames[self._position].data
             self._position += 1
-        return connection.receive_data(bytes(replies), now) if replies else []
+        return bytes(replies)
 
     def _check_client_frame(self, actual: RecordedFrame) -> None:
         if self.done:
