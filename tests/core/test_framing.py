@@ -1,0 +1,217 @@
+"""The frame envelope: split invariance over recorded conversations, size limits, and broken frames."""
+
+from __future__ import annotations
+
+import copy
+import struct
+
+import pytest
+from pamqp import commands
+
+from amqp_core import Connection, Delivery, RemoteProtocolError
+
+from .peer import HEARTBEAT, Peer, decode_all, deliver, load, method, opened, outcome, run_recorded
+from .scenarios import SCENARIOS
+
+RECORDED = sorted(SCENARIOS)
+
+
+def split_points(size: int) -> range | list[int]:
+    """Every offset inside a burst; for the one huge burst (a 300 kB message), a dense sample.
+
+    The huge burst is cut at every offset within its first and last kilobyte, around every frame boundary
+    and then every 1009 bytes; :func:`test_recorded_conversation_byte_by_byte` cuts it everywhere at once.
+    """
+    if size <= 4096:
+        return range(1, size)
+    return sorted({*range(1, 1024), *range(size - 1024, size), *range(1, size, 1009)})
+
+
+def near_frame_boundaries(data: bytes) -> list[int]:
+    points, pos = [], 0
+    while pos + 7 <= len(data):
+        size = struct.unpack_from(">I", data, pos + 3)[0]
+        for delta in range(-9, 10):
+            points.append(pos + delta)
+            points.append(pos + 7 + size + delta)
+        pos += size + 8
+    return points
+
+
+@pytest.mark.parametrize("name", RECORDED)
+def test_every_split_point_of_a_recorded_conversation_decodes_identically(name: str) -> None:
+    checked = 0
+
+    def feed(connection: Connection, data: bytes) -> list:
+        nonlocal checked
+        reference = outcome(copy.deepcopy(connection), [data])
+        points = set(split_points(len(data)))
+        if len(data) > 4096:
+            points.update(p for p in near_frame_boundaries(data) if 0 < p < len(data))
+        for point in sorted(points):
+            split = outcome(copy.deepcopy(connection), [data[:point], data[point:]])
+            assert split == reference, f"{name}: cut at byte {point} of a {len(data)}-byte burst"
+            checked += 1
+        return connection.receive_data(data, 0.0)
+
+    assert run_recorded(name, feed) == run_recorded(name)
+    assert checked > 100
+
+
+@pytest.mark.parametrize("name", RECORDED)
+def test_recorded_conversation_byte_by_byte(name: str) -> None:
+    def feed(connection: Connection, data: bytes) -> list:
+        events = []
+        for i in range(len(data)):
+            events += connection.receive_data(data[i : i + 1], 0.0)
+            assert len(connection._in) <= connection.frame_max + 8
+        return events
+
+    assert run_recorded(name, feed) == run_recorded(name)
+
+
+def test_three_way_splits_of_interleaved_deliveries() -> None:
+    peer = opened()
+    peer.open_channel()
+    peer.open_channel()
+    stream = deliver(1, 1, b"a" * 10) + deliver(2, 1, b"b" * 5) + HEARTBEAT + deliver(1, 2, b"")
+    reference = outcome(copy.deepcopy(peer.connection), [stream])
+    assert [type(e) for e in reference[0]] == [Delivery] * 3
+    for first in range(0, len(stream), 3):
+        for second in range(first, len(stream), 7):
+            pieces = [stream[:first], stream[first:second], stream[second:]]
+            assert outcome(copy.deepcopy(peer.connection), pieces) == reference
+
+
+def test_recordings_hold_the_scenarios() -> None:
+    for name in RECORDED:
+        assert load(name).frames, name
+
+
+# ---- size limits ------------------------------------------------------------------------------------
+
+
+def close_code(peer: Peer) -> int:
+    """The reply code of the Connection.Close the client queued (decoded by pamqp)."""
+    frames = decode_all(peer.connection.data_to_send(0.0))
+    closes = [f for c, f in frames if c == 0 and isinstance(f, commands.Connection.Close)]
+    assert len(closes) == 1, frames
+    return closes[0].reply_code
+
+
+@pytest.mark.parametrize("frame_type", [1, 2, 3, 8])
+def test_frame_larger_than_frame_max_is_refused_before_its_payload_arrives(frame_type: int) -> None:
+    peer = opened()  # frame_max 131072
+    peer.open_channel()
+    head = struct.pack(">BHI", frame_type, 1, 131072 - 8 + 1)  # one byte over
+    with pytest.raises(RemoteProtocolError, match="more than the negotiated frame_max of 131072") as caught:
+        peer.feed(head + b"\x00" * 100)
+    assert caught.value.reply_code == 501
+    assert len(peer.connection._in) < 200  # the payload was never waited for
+    assert close_code(peer) == 501
+    assert peer.connection.closed
+
+
+def test_frame_exactly_frame_max_is_accepted() -> None:
+    peer = opened(frame_max=4096)
+    peer.open_channel()
+    payload = b"x" * (4096 - 8)
+    (delivery,) = peer.feed(deliver(1, 1, payload))
+    assert delivery.body == payload
+
+
+def test_huge_announced_size_is_refused_from_the_header_alone() -> None:
+    peer = opened()
+    with pytest.raises(RemoteProtocolError) as caught:
+        peer.feed(struct.pack(">BHI", 3, 1, 0xFFFFFFFF))
+    assert caught.value.reply_code == 501
+    assert len(peer.connection._in) <= 7
+
+
+def test_before_tune_the_limit_is_4096() -> None:
+    connection = Connection()
+    connection.initiate(0.0)
+    connection.data_to_send(0.0)
+    with pytest.raises(RemoteProtocolError, match="frame_max of 4096") as caught:
+        connection.receive_data(struct.pack(">BHI", 1, 0, 4096 - 8 + 1) + b"\x00\x0a", 0.0)
+    assert caught.value.reply_code == 501
+    assert len(connection._in) < 100
+    assert connection.closed
+
+
+def test_a_start_of_exactly_4096_bytes_is_accepted() -> None:
+    start = commands.Connection.Start(server_properties={"pad": ""}, mechanisms="PLAIN")
+    size = len(method(0, start))
+    start.server_properties = {"pad": "x" * (4096 - size)}
+    frame = method(0, start)
+    assert len(frame) == 4096
+    connection = Connection()
+    connection.initiate(0.0)
+    assert connection.receive_data(frame, 0.0) == []
+    assert connection.server_properties["pad"] == "x" * (4096 - size)
+
+
+def test_bad_frame_end_octet_is_a_frame_error() -> None:
+    peer = opened()
+    peer.open_channel()
+    frame = bytearray(method(1, commands.Basic.QosOk()))
+    frame[-1] = 0x00
+    with pytest.raises(RemoteProtocolError, match="frame-end") as caught:
+        peer.feed(bytes(frame))
+    assert caught.value.reply_code == 501
+    assert close_code(peer) == 501
+
+
+def test_unknown_frame_type_is_a_frame_error() -> None:
+    peer = opened()
+    with pytest.raises(RemoteProtocolError, match="unknown frame type 9") as caught:
+        peer.feed(b"\x09\x00\x00\x00\x00\x00\x00\xce")
+    assert caught.value.reply_code == 501
+    assert close_code(peer) == 501
+
+
+def test_short_method_frame_is_a_syntax_error() -> None:
+    peer = opened()
+    with pytest.raises(RemoteProtocolError, match="shorter than its class and method id") as caught:
+        peer.feed(b"\x01\x00\x00\x00\x00\x00\x02\x00\x0a\xce")
+    assert caught.value.reply_code == 502
+    assert close_code(peer) == 502
+
+
+def test_unknown_method_is_a_syntax_error() -> None:
+    peer = opened()
+    with pytest.raises(RemoteProtocolError, match="malformed method frame") as caught:
+        peer.feed(b"\x01\x00\x00\x00\x00\x00\x04\x00\x63\x00\x01\xce")
+    assert caught.value.reply_code == 502
+
+
+def test_malformed_deliver_on_the_fast_path_is_a_syntax_error() -> None:
+    peer = opened()
+    peer.open_channel()
+    frame = method(1, commands.Basic.Deliver("ctag", 1, False, "", "rk"))
+    truncated = frame[:7] + frame[7:-3] + b"\xce"
+    truncated = truncated[:3] + struct.pack(">I", len(truncated) - 8) + truncated[7:]
+    with pytest.raises(RemoteProtocolError, match="malformed method frame") as caught:
+        peer.feed(truncated)
+    assert caught.value.reply_code == 502
+    assert close_code(peer) == 502
+
+
+def test_heartbeat_frames_are_accepted_silently() -> None:
+    peer = opened()
+    assert peer.feed(HEARTBEAT, HEARTBEAT) == []
+    assert peer.connection.data_to_send(0.0) == b""
+
+
+def test_nothing_is_read_after_a_violation() -> None:
+    peer = opened()
+    peer.open_channel()
+    bad = bytearray(method(1, commands.Basic.QosOk()))
+    bad[-1] = 0
+    with pytest.raises(RemoteProtocolError):
+        peer.feed(bytes(bad) + method(1, commands.Basic.QosOk()))
+    assert close_code(peer) == 501
+    # The stream is out of step: whatever comes next is dropped, not parsed (and not buffered).
+    assert peer.feed(b"\x01" * 5000) == []
+    assert peer.connection.data_to_send(0.0) == b""
+    assert len(peer.connection._in) == 0
