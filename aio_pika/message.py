@@ -1,0 +1,498 @@
+"""Messages: :class:`Message` to publish, :class:`IncomingMessage` as delivered, and ``process()``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pprint import pformat
+from typing import TYPE_CHECKING, Any
+
+from pamqp import commands
+
+from amqp_core import LocalProtocolError, UnknownDeliveryTag
+
+from .abc import (
+    MILLISECONDS,
+    AbstractIncomingMessage,
+    AbstractMessage,
+    AbstractProcessContext,
+    DateType,
+    DeliveryMode,
+    HeadersType,
+    MessageInfo,
+)
+from .exceptions import ChannelInvalidStateError, MessageProcessError
+from .log import get_logger
+from .tools import Completed
+
+if TYPE_CHECKING:
+    from .channel import Channel
+
+log = get_logger(__name__)
+
+__all__ = ("IncomingMessage", "Message", "ProcessContext", "ReturnedMessage")
+
+_Properties = commands.Basic.Properties
+_DONE = Completed()
+_set = object.__setattr__
+
+
+def encode_expiration(value: Any) -> str | None:
+    """A message's ``expiration`` (seconds, datetime or timedelta) as the AMQP milliseconds string."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        now = datetime.now(tz=value.tzinfo)
+        return str(int((value - now).total_seconds() * MILLISECONDS))
+    if isinstance(value, timedelta):
+        return str(int(value.total_seconds() * MILLISECONDS))
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(int(value * MILLISECONDS))
+    if isinstance(value, str):  # already in milliseconds, as received
+        return value
+    raise ValueError(f"expiration must be a number of seconds, a datetime or a timedelta, not {value!r}")
+
+
+def decode_expiration(value: str | None) -> float | None:
+    """The AMQP milliseconds string as seconds."""
+    if value is None:
+        return None
+    try:
+        return float(value) / MILLISECONDS
+    except ValueError:
+        return None
+
+
+def encode_timestamp(value: Any) -> datetime | None:
+    """A timestamp (datetime, seconds since the epoch, or a timedelta from now) as a datetime."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, timedelta):
+        return datetime.now(tz=UTC) + value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, tz=UTC)
+    raise ValueError(f"timestamp must be a datetime, a number or a timedelta, not {value!r}")
+
+
+# aio-pika 1.x kept correlation ids as bytes, and its RPC tutorial keys its futures by the bytes it
+# published. The wire carries text, so an id published as bytes is remembered here and handed back as bytes
+# when it comes back; ids published as str stay str. Bounded, oldest forgotten first.
+_BYTES_CORRELATION_IDS: dict[str, None] = {}
+_BYTES_CORRELATION_IDS_MAX = 65536
+
+
+def _correlation_id(value: Any) -> str | None:
+    if not value:
+        return None
+    if isinstance(value, bytes | bytearray):
+        text = bytes(value).decode("utf-8", "surrogateescape")
+        ids = _BYTES_CORRELATION_IDS
+        if text not in ids:
+            if len(ids) >= _BYTES_CORRELATION_IDS_MAX:
+                del ids[next(iter(ids))]
+            ids[text] = None
+        return text
+    return str(value)
+
+
+def _optional_str(value: Any) -> str | None:
+    return str(value) if value else None
+
+
+class Message(AbstractMessage):
+    """An AMQP message to publish: a body and the 14 basic properties."""
+
+    __slots__ = (
+        "_locked",
+        "app_id",
+        "body",
+        "body_size",
+        "content_encoding",
+        "content_type",
+        "correlation_id",
+        "delivery_mode",
+        "expiration",
+        "headers",
+        "message_id",
+        "priority",
+        "reply_to",
+        "timestamp",
+        "type",
+        "user_id",
+    )
+
+    def __init__(
+        self,
+        body: bytes,
+        *,
+        headers: HeadersType | None = None,
+        content_type: str | None = None,
+        content_encoding: str | None = None,
+        delivery_mode: DeliveryMode | int | None = None,
+        priority: int | None = None,
+        correlation_id: str | bytes | None = None,
+        reply_to: str | None = None,
+        expiration: DateType = None,
+        message_id: str | None = None,
+        timestamp: DateType = None,
+        type: str | None = None,
+        user_id: str | None = None,
+        app_id: str | None = None,
+    ) -> None:
+        _set(self, "_locked", False)
+        if not isinstance(body, bytes):
+            if isinstance(body, str):
+                raise TypeError("body must be bytes, not str: encode it first (e.g. body.encode())")
+            body = bytes(body)
+        self.body = body
+        self.body_size = len(body)
+        self.headers = headers or {}
+        self.content_type = content_type
+        self.content_encoding = content_encoding
+        self.delivery_mode = (
+            DeliveryMode(int(delivery_mode)) if delivery_mode else DeliveryMode.NOT_PERSISTENT
+        )
+        self.priority = int(priority) if priority else 0
+        self.correlation_id = _correlation_id(correlation_id)
+        self.reply_to = _optional_str(reply_to)
+        self.expiration = expiration
+        self.message_id = _optional_str(message_id)
+        self.timestamp = encode_timestamp(timestamp)
+        self.type = _optional_str(type)
+        self.user_id = _optional_str(user_id)
+        self.app_id = _optional_str(app_id)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if self._locked and key[0] != "_":
+            raise ValueError("Message is locked")
+        _set(self, key, value)
+
+    @property
+    def headers_raw(self) -> HeadersType:
+        return self.headers
+
+    def info(self) -> MessageInfo:
+        """The message's attributes as a dict."""
+        return MessageInfo(
+            app_id=self.app_id,
+            body_size=self.body_size,
+            cluster_id=None,
+            consumer_tag=None,
+            content_encoding=self.content_encoding,
+            content_type=self.content_type,
+            correlation_id=self.correlation_id,
+            delivery_mode=self.delivery_mode,
+            delivery_tag=None,
+            exchange=None,
+            expiration=self.expiration,
+            headers=self.headers,
+            message_id=self.message_id,
+            priority=self.priority,
+            redelivered=None,
+            reply_to=self.reply_to,
+            routing_key=None,
+            timestamp=self.timestamp,
+            type=str(self.type),
+            user_id=self.user_id,
+        )
+
+    @property
+    def locked(self) -> bool:
+        """Whether the message is locked (published or processed): its attributes can no longer change."""
+        return self._locked
+
+    def lock(self) -> None:
+        """Lock the message: setting an attribute raises :class:`ValueError` from now on."""
+        _set(self, "_locked", True)
+
+    @property
+    def properties(self) -> commands.Basic.Properties:
+        """The message's properties as a ``pamqp`` ``Basic.Properties``."""
+        # Built without Properties.__init__ and its validation (the broker validates): this is per publish.
+        props = object.__new__(_Properties)
+        props.content_type = self.content_type
+        props.content_encoding = self.content_encoding
+        props.headers = self.headers
+        props.delivery_mode = self.delivery_mode
+        props.priority = self.priority
+        props.correlation_id = self.correlation_id
+        props.reply_to = self.reply_to
+        expiration = self.expiration
+        props.expiration = None if expiration is None else encode_expiration(expiration)
+        props.message_id = self.message_id
+        props.timestamp = self.timestamp
+        props.message_type = self.type
+        props.user_id = self.user_id
+        props.app_id = self.app_id
+        props.cluster_id = ""
+        return props
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.body)
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}:{pformat(self.info())}"
+
+    def __copy__(self) -> Message:
+        return Message(
+            body=self.body,
+            headers=self.headers,
+            content_encoding=self.content_encoding,
+            content_type=self.content_type,
+            delivery_mode=self.delivery_mode,
+            priority=self.priority,
+            correlation_id=self.correlation_id,
+            reply_to=self.reply_to,
+            expiration=self.expiration,
+            message_id=self.message_id,
+            timestamp=self.timestamp,
+            type=self.type,
+            user_id=self.user_id,
+            app_id=self.app_id,
+        )
+
+
+class IncomingMessage(Message, AbstractIncomingMessage):
+    """A delivered message (from a consumer, ``Queue.get`` or the iterator), which can be acknowledged.
+
+    ``ack()``, ``nack()`` and ``reject()`` send their frame at once and return an awaitable that is already
+    complete, so both ``message.ack()`` (aio-pika 1.x) and ``await message.ack()`` work. ``process()`` is a
+    context manager for both ``with`` and ``async with``.
+    """
+
+    __slots__ = (
+        "_channel",
+        "_incarnation",
+        "_no_ack",
+        "_processed",
+        "cluster_id",
+        "consumer_tag",
+        "delivery_tag",
+        "exchange",
+        "message_count",
+        "redelivered",
+        "routing_key",
+    )
+
+    def __init__(
+        self,
+        channel: Channel,
+        properties: commands.Basic.Properties,
+        body: bytes,
+        *,
+        consumer_tag: str | None = None,
+        delivery_tag: int | None = None,
+        redelivered: bool | None = None,
+        exchange: str | None = None,
+        routing_key: str | None = None,
+        message_count: int | None = None,
+        no_ack: bool = False,
+        incarnation: int | None = None,
+    ) -> None:
+        self._fill(
+            channel, properties, body, consumer_tag, delivery_tag, redelivered, exchange, routing_key,
+            message_count, no_ack, incarnation,
+        )  # fmt: skip
+
+    @classmethod
+    def _create(
+        cls,
+        channel: Channel,
+        properties: commands.Basic.Properties,
+        body: bytes,
+        consumer_tag: str | None,
+        delivery_tag: int | None,
+        redelivered: bool | None,
+        exchange: str | None,
+        routing_key: str | None,
+        message_count: int | None,
+        no_ack: bool,
+        incarnation: int | None,
+    ) -> IncomingMessage:
+        """The fast constructor the channel uses for every delivery."""
+        self = cls.__new__(cls)
+        self._fill(
+            channel, properties, body, consumer_tag, delivery_tag, redelivered, exchange, routing_key,
+            message_count, no_ack, incarnation,
+        )  # fmt: skip
+        return self
+
+    def _fill(
+        self,
+        channel: Channel,
+        props: commands.Basic.Properties,
+        body: bytes,
+        consumer_tag: str | None,
+        delivery_tag: int | None,
+        redelivered: bool | None,
+        exchange: str | None,
+        routing_key: str | None,
+        message_count: int | None,
+        no_ack: bool,
+        incarnation: int | None,
+    ) -> None:
+        s = _set
+        processed = no_ack or not delivery_tag
+        s(self, "_locked", processed)
+        s(self, "_channel", channel)
+        s(self, "_incarnation", incarnation)
+        s(self, "_no_ack", no_ack)
+        s(self, "_processed", processed)
+        s(self, "body", body)
+        s(self, "body_size", len(body))
+        s(self, "headers", props.headers or {})
+        s(self, "content_type", props.content_type)
+        s(self, "content_encoding", props.content_encoding)
+        mode = props.delivery_mode
+        s(
+            self,
+            "delivery_mode",
+            DeliveryMode(mode) if mode in (1, 2) else (mode or DeliveryMode.NOT_PERSISTENT),
+        )
+        s(self, "priority", props.priority)
+        correlation_id = props.correlation_id
+        if correlation_id is not None and _BYTES_CORRELATION_IDS and correlation_id in _BYTES_CORRELATION_IDS:
+            correlation_id = correlation_id.encode("utf-8", "surrogateescape")
+        s(self, "correlation_id", correlation_id)
+        s(self, "reply_to", props.reply_to)
+        expiration = props.expiration
+        s(self, "expiration", None if expiration is None else decode_expiration(expiration))
+        s(self, "message_id", props.message_id)
+        s(self, "timestamp", props.timestamp)
+        s(self, "type", props.message_type)
+        s(self, "user_id", props.user_id)
+        s(self, "app_id", props.app_id)
+        s(self, "cluster_id", props.cluster_id or None)
+        s(self, "consumer_tag", consumer_tag)
+        s(self, "delivery_tag", delivery_tag)
+        s(self, "exchange", exchange)
+        s(self, "routing_key", routing_key)
+        s(self, "redelivered", redelivered)
+        s(self, "message_count", message_count)
+
+    @property
+    def channel(self) -> Channel:
+        """The channel the message came from; raises ChannelInvalidStateError once that channel is closed."""
+        channel = self._channel
+        if channel.is_closed or (self._incarnation is not None and channel._incarnation != self._incarnation):
+            raise ChannelInvalidStateError("the channel this message was delivered on is closed")
+        return channel
+
+    @property
+    def processed(self) -> bool:
+        """Whether the message was acknowledged, rejected or nacked (or needs no acknowledgement)."""
+        return self._processed
+
+    def process(
+        self, requeue: bool = False, reject_on_redelivered: bool = False, ignore_processed: bool = False
+    ) -> ProcessContext:
+        """A context manager (``with`` and ``async with``): acks on success, rejects on an exception.
+
+        :param requeue: requeue the message when rejecting it.
+        :param reject_on_redelivered: reject without requeueing when the message was already redelivered.
+        :param ignore_processed: do nothing when the block already acked/rejected the message itself.
+        """
+        return ProcessContext(
+            self,
+            requeue=requeue,
+            reject_on_redelivered=reject_on_redelivered,
+            ignore_processed=ignore_processed,
+        )
+
+    def _check_settle(self, what: str) -> None:
+        if self._no_ack:
+            raise TypeError(f'Can\'t {what} message with "no_ack" flag')
+        if self._processed:
+            raise MessageProcessError("Message already processed", self)
+
+    def _settled(self) -> Completed:
+        _set(self, "_processed", True)
+        _set(self, "_locked", True)
+        return _DONE
+
+    def ack(self, multiple: bool = False) -> Completed:
+        """Acknowledge the message (``Basic.Ack``); takes effect without ``await``, and may be awaited."""
+        self._check_settle("ack")
+        self._channel._settle(self, 0, multiple, False)
+        return self._settled()
+
+    def reject(self, requeue: bool = False) -> Completed:
+        """Reject the message (``Basic.Reject``), returning it to the queue when ``requeue``."""
+        self._check_settle("reject")
+        self._channel._settle(self, 1, False, requeue)
+        return self._settled()
+
+    def nack(self, multiple: bool = False, requeue: bool = True) -> Completed:
+        """Negatively acknowledge the message (``Basic.Nack``), requeueing it by default."""
+        self._check_settle("nack")
+        self._channel._settle(self, 2, multiple, requeue)
+        return self._settled()
+
+    def info(self) -> MessageInfo:
+        info = super().info()
+        info["cluster_id"] = self.cluster_id
+        info["consumer_tag"] = self.consumer_tag
+        info["delivery_tag"] = self.delivery_tag
+        info["exchange"] = self.exchange
+        info["redelivered"] = self.redelivered
+        info["routing_key"] = self.routing_key
+        return info
+
+
+class ReturnedMessage(IncomingMessage):
+    """A mandatory message the broker could not route and returned (``Basic.Return``)."""
+
+    __slots__ = ("reply_code", "reply_text")
+
+
+class ProcessContext(AbstractProcessContext):
+    """What ``message.process()`` returns: usable with ``with`` (aio-pika 1.x) and ``async with``."""
+
+    __slots__ = ("ignore_processed", "message", "reject_on_redelivered", "requeue")
+
+    def __init__(
+        self, message: IncomingMessage, *, requeue: bool, reject_on_redelivered: bool, ignore_processed: bool
+    ) -> None:
+        self.message = message
+        self.requeue = requeue
+        self.reject_on_redelivered = reject_on_redelivered
+        self.ignore_processed = ignore_processed
+
+    def __enter__(self) -> IncomingMessage:
+        return self.message
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        self._finish(exc_type)
+
+    async def __aenter__(self) -> IncomingMessage:
+        return self.message
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        self._finish(exc_type)
+
+    def _finish(self, exc_type: type[BaseException] | None) -> None:
+        message = self.message
+        if self.ignore_processed and message.processed:
+            return
+        if exc_type is None:
+            message.ack()
+            return
+        try:
+            if self.reject_on_redelivered and message.redelivered:
+                log.info("Message %r was redelivered and will be rejected", message.delivery_tag)
+                message.reject(requeue=False)
+            else:
+                message.reject(requeue=self.requeue)
+        except ChannelInvalidStateError:
+            log.warning("Reject is not sent since channel is closed")
+
+
+def settle_error(error: LocalProtocolError) -> Exception:
+    """The exception for an ack/nack/reject the core refused."""
+    if isinstance(error, UnknownDeliveryTag):
+        return MessageProcessError(str(error), None)
+    return ChannelInvalidStateError(str(error))

@@ -1,0 +1,212 @@
+"""Helpers: aio-pika's :class:`CallbackCollection`, and awaitables that are already complete."""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Awaitable, Callable, Generator, Iterator, MutableSet
+from itertools import chain
+from typing import Any
+from weakref import ReferenceType, WeakSet, ref
+
+from .log import get_logger
+
+log = get_logger(__name__)
+
+__all__ = ("STUB_AWAITABLE", "CallbackCollection", "CallbackResult", "Completed", "Deferred")
+
+
+class Completed:
+    """An awaitable that is already done: ``await`` returns ``value`` without suspending.
+
+    What ``message.ack()`` and a publish without confirms return, so that calling them without ``await``
+    (aio-pika 1.x style) and awaiting them (modern style) both work, with no task or future involved.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any = None) -> None:
+        self.value = value
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.value
+        yield  # pragma: no cover - makes this a generator
+
+    def __repr__(self) -> str:
+        return f"<Completed {self.value!r}>"
+
+
+STUB_AWAITABLE = Completed()
+
+
+class Deferred:
+    """An awaitable that runs ``function()`` (a coroutine function) only when awaited.
+
+    For methods whose effect starts at the call and whose result may be awaited or ignored (``close()``):
+    ignoring it leaves no "coroutine was never awaited" warning behind.
+    """
+
+    __slots__ = ("function",)
+
+    def __init__(self, function: Callable[[], Awaitable[Any]]) -> None:
+        self.function = function
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.function().__await__()  # type: ignore[attr-defined, no-any-return]
+
+
+class CallbackResult:
+    """The awaitables the callbacks of one :meth:`CallbackCollection.__call__` returned.
+
+    Awaiting it awaits each of them in turn; an exception from one is logged, never raised.
+    """
+
+    __slots__ = ("awaitables",)
+
+    def __init__(self, awaitables: list[Awaitable[Any]]) -> None:
+        self.awaitables = awaitables
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._run().__await__()
+
+    async def _run(self) -> None:
+        awaitables, self.awaitables = self.awaitables, []
+        for awaitable in awaitables:
+            try:
+                await awaitable
+            except Exception:
+                log.exception("Callback %r failed", awaitable)
+
+    def close(self) -> None:
+        """Drop the awaitables without running them (closing coroutines, so Python does not warn)."""
+        awaitables, self.awaitables = self.awaitables, []
+        for awaitable in awaitables:
+            close = getattr(awaitable, "close", None)
+            if close is not None:
+                close()
+
+
+class CallbackCollection(MutableSet[Any]):
+    """A set of callbacks called as ``callback(sender, *args)``, as in aio-pika.
+
+    Callbacks may be plain functions or coroutine functions. Calling the collection runs the plain ones at
+    once and returns an awaitable for the coroutines (a :class:`CallbackResult`); the library awaits it or
+    runs it in the background. Nested collections are called with the arguments only.
+    """
+
+    __slots__ = ("__callbacks", "__lock", "__sender", "__weak_callbacks", "__weakref__")
+
+    def __init__(self, sender: Any) -> None:
+        self.__sender: ReferenceType[Any] = sender if isinstance(sender, ReferenceType) else ref(sender)
+        self.__callbacks: set[Any] | frozenset[Any] = set()
+        self.__weak_callbacks: WeakSet[Any] = WeakSet()
+        self.__lock = threading.Lock()
+
+    def add(self, callback: Any, weak: bool = False) -> None:
+        if self.is_frozen:
+            raise RuntimeError("Collection frozen")
+        if not callable(callback):
+            raise ValueError("Callback is not callable")
+        with self.__lock:
+            if weak or isinstance(callback, CallbackCollection):
+                self.__weak_callbacks.add(callback)
+            else:
+                self.__callbacks.add(callback)  # type: ignore[union-attr]
+
+    def remove(self, callback: Any) -> None:
+        if self.is_frozen:
+            raise RuntimeError("Collection frozen")
+        with self.__lock:
+            try:
+                self.__callbacks.remove(callback)  # type: ignore[union-attr]
+            except KeyError:
+                self.__weak_callbacks.remove(callback)
+
+    def discard(self, callback: Any) -> None:
+        if self.is_frozen:
+            raise RuntimeError("Collection frozen")
+        with self.__lock:
+            if callback in self.__callbacks:
+                self.__callbacks.remove(callback)  # type: ignore[union-attr]
+            elif callback in self.__weak_callbacks:
+                self.__weak_callbacks.remove(callback)
+
+    def clear(self) -> None:
+        if self.is_frozen:
+            raise RuntimeError("Collection frozen")
+        with self.__lock:
+            self.__callbacks.clear()  # type: ignore[union-attr]
+            self.__weak_callbacks.clear()
+
+    @property
+    def is_frozen(self) -> bool:
+        return isinstance(self.__callbacks, frozenset)
+
+    def freeze(self) -> None:
+        if self.is_frozen:
+            raise RuntimeError("Collection already frozen")
+        with self.__lock:
+            self.__callbacks = frozenset(self.__callbacks)
+
+    def unfreeze(self) -> None:
+        if not self.is_frozen:
+            raise RuntimeError("Collection is not frozen")
+        with self.__lock:
+            self.__callbacks = set(self.__callbacks)
+
+    def __contains__(self, x: object) -> bool:
+        return x in self.__callbacks or x in self.__weak_callbacks
+
+    def __len__(self) -> int:
+        return len(self.__callbacks) + len(self.__weak_callbacks)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(list(chain(self.__callbacks, self.__weak_callbacks)))
+
+    def __bool__(self) -> bool:
+        return bool(self.__callbacks) or bool(self.__weak_callbacks)
+
+    def __copy__(self) -> CallbackCollection:
+        instance = self.__class__(self.__sender)
+        for callback in self.__callbacks:
+            instance.add(callback)
+        for callback in self.__weak_callbacks:
+            instance.add(callback, weak=True)
+        if self.is_frozen:
+            instance.freeze()
+        return instance
+
+    def __call__(self, *args: Any, **kwargs: Any) -> CallbackResult | Completed:
+        with self.__lock:
+            sender = self.__sender()
+            callbacks = list(chain(self.__callbacks, self.__weak_callbacks))
+        awaitables: list[Awaitable[Any]] = []
+        for callback in callbacks:
+            try:
+                if isinstance(callback, CallbackCollection):
+                    result = callback(*args, **kwargs)
+                else:
+                    result = callback(sender, *args, **kwargs)
+                if isinstance(result, CallbackResult):
+                    awaitables.extend(result.awaitables)
+                elif inspect.isawaitable(result) and not isinstance(result, Completed):
+                    awaitables.append(result)
+            except Exception:
+                log.exception("Callback %r failed", callback)
+        if not awaitables:
+            return STUB_AWAITABLE
+        return CallbackResult(awaitables)
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __repr__(self) -> str:
+        return f"<{self.__class__.__name__}: {len(self)} callbacks>"
+
+
+def is_coroutine_callable(callback: Callable[..., Any]) -> bool:
+    """True when calling ``callback`` makes a coroutine (coroutine function, partial, async ``__call__``)."""
+    if inspect.iscoroutinefunction(callback):
+        return True
+    call = getattr(callback, "__call__", None)  # noqa: B004 - the bound __call__ of a callable object
+    return call is not None and inspect.iscoroutinefunction(call)
