@@ -93,6 +93,14 @@ class ChannelState:
         if self.phase is not ChannelPhase.OPEN:
             raise ChannelStateError(f"channel {self.number} is {self.phase.value}, not open")
 
+    def drop_content(self) -> None:
+        """Forget a message whose content is still arriving (the channel is being closed)."""
+        self.content_kind = 0
+        self.content_fields = ()
+        self.content_properties = None
+        self.content_remaining = -1
+        self.content_chunks = []
+
     # ---- consumer acknowledgements -----------------------------------------------------------------
 
     def track_delivery(self, delivery_tag: int) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from pamqp import base, commands
 
@@ -60,6 +60,7 @@ from .handshake import PROTOCOL_HEADER, Credentials, build_client_properties, ne
 __all__ = ["Connection", "ConnectionState"]
 
 FieldTable = Mapping[str, Any]
+_Method = TypeVar("_Method", bound=base.Frame)
 
 FRAME_METHOD = 1
 FRAME_HEADER = 2
@@ -173,6 +174,22 @@ class Connection:
         self._virtual_host = virtual_host
         self._client_properties = build_client_properties(client_properties)
         self._locale = locale
+        # Encoded now so that bad settings fail here, not halfway through the handshake.
+        try:
+            self._start_ok = codec.encode_method(
+                0,
+                commands.Connection.StartOk(
+                    self._client_properties, auth_mechanism, self._credentials.response(), locale
+                ),
+            )
+            self._open = codec.encode_method(0, commands.Connection.Open(virtual_host))
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"invalid connection settings: {error}") from error
+        if len(self._start_ok) > MIN_FRAME_MAX:
+            raise ValueError(
+                f"the client properties make Connection.StartOk {len(self._start_ok)} bytes, more than "
+                f"the {MIN_FRAME_MAX} bytes a frame may have before tuning"
+            )
         self._wanted_heartbeat = heartbeat
         self._wanted_frame_max = frame_max
         self._wanted_channel_max = channel_max
@@ -327,14 +344,14 @@ class Connection:
         if self.state is ConnectionState.IDLE:
             self.state = ConnectionState.CLOSED
             return
-        self._send_method(0, commands.Connection.Close(reply_code, reply_text, class_id, method_id))
+        self._send_method(0, _build(commands.Connection.Close, reply_code, reply_text, class_id, method_id))
         self._closing_reply = (reply_code, reply_text)
         self.state = ConnectionState.CLOSING
 
     def update_secret(self, new_secret: str, reason: str) -> None:
         """Replace the credentials' secret (e.g. a refreshed OAuth token); answered by SecretUpdated."""
         self._require_open()
-        self._send_method(0, commands.Connection.UpdateSecret(new_secret, reason))
+        self._send_method(0, _build(commands.Connection.UpdateSecret, new_secret, reason))
 
     # ---- channel commands ---------------------------------------------------------------------------
 
@@ -353,7 +370,7 @@ class Connection:
         state = ChannelState(channel, self._incarnations)
         state.expected.append(ExpectedReply((commands.Channel.OpenOk,)))
         self._channels[channel] = state
-        self._send_method(channel, commands.Channel.Open())
+        self._send_method(channel, _build(commands.Channel.Open))
         return channel
 
     def close_channel(
@@ -371,12 +388,17 @@ class Connection:
             return
         state.phase = ChannelPhase.CLOSING
         state.expected.clear()
+        # The rest of a message being received is discarded with everything else the channel gets
+        # from now on; what was received of it must not make the CloseOk look out of place.
+        state.drop_content()
         state.close_event = ChannelClosed(channel, reply_code, reply_text, class_id, method_id, by_peer=False)
-        self._send_method(channel, commands.Channel.Close(reply_code, reply_text, class_id, method_id))
+        self._send_method(
+            channel, _build(commands.Channel.Close, reply_code, reply_text, class_id, method_id)
+        )
 
     def channel_flow(self, channel: int, active: bool) -> None:
         """Ask the broker to stop (``active=False``) or restart deliveries; answered by FlowOk."""
-        self._sync(channel, commands.Channel.Flow(active), commands.Channel.FlowOk)
+        self._sync(channel, _build(commands.Channel.Flow, active), commands.Channel.FlowOk)
 
     def channel_incarnation(self, channel: int) -> int:
         """The incarnation of the channel currently using this number."""
@@ -397,16 +419,16 @@ class Connection:
         nowait: bool = False,
         arguments: FieldTable | None = None,
     ) -> None:
-        method = commands.Exchange.Declare(
-            0, exchange, exchange_type, passive, durable, auto_delete, internal, nowait,
-            _table(arguments),
+        method = _build(
+            commands.Exchange.Declare, 0, exchange, exchange_type, passive, durable, auto_delete,
+            internal, nowait, _table(arguments),
         )  # fmt: skip
         self._sync(channel, method, None if nowait else commands.Exchange.DeclareOk)
 
     def exchange_delete(
         self, channel: int, exchange: str, *, if_unused: bool = False, nowait: bool = False
     ) -> None:
-        method = commands.Exchange.Delete(0, exchange, if_unused, nowait)
+        method = _build(commands.Exchange.Delete, 0, exchange, if_unused, nowait)
         self._sync(channel, method, None if nowait else commands.Exchange.DeleteOk)
 
     def exchange_bind(
@@ -419,7 +441,9 @@ class Connection:
         nowait: bool = False,
         arguments: FieldTable | None = None,
     ) -> None:
-        method = commands.Exchange.Bind(0, destination, source, routing_key, nowait, _table(arguments))
+        method = _build(
+            commands.Exchange.Bind, 0, destination, source, routing_key, nowait, _table(arguments)
+        )
         self._sync(channel, method, None if nowait else commands.Exchange.BindOk)
 
     def exchange_unbind(
@@ -432,7 +456,9 @@ class Connection:
         nowait: bool = False,
         arguments: FieldTable | None = None,
     ) -> None:
-        method = commands.Exchange.Unbind(0, destination, source, routing_key, nowait, _table(arguments))
+        method = _build(
+            commands.Exchange.Unbind, 0, destination, source, routing_key, nowait, _table(arguments)
+        )
         self._sync(channel, method, None if nowait else commands.Exchange.UnbindOk)
 
     # ---- queues -------------------------------------------------------------------------------------
@@ -449,8 +475,16 @@ class Connection:
         nowait: bool = False,
         arguments: FieldTable | None = None,
     ) -> None:
-        method = commands.Queue.Declare(
-            0, queue, passive, durable, exclusive, auto_delete, nowait, _table(arguments)
+        method = _build(
+            commands.Queue.Declare,
+            0,
+            queue,
+            passive,
+            durable,
+            exclusive,
+            auto_delete,
+            nowait,
+            _table(arguments),
         )
         self._sync(channel, method, None if nowait else commands.Queue.DeclareOk)
 
@@ -464,7 +498,7 @@ class Connection:
         nowait: bool = False,
         arguments: FieldTable | None = None,
     ) -> None:
-        method = commands.Queue.Bind(0, queue, exchange, routing_key, nowait, _table(arguments))
+        method = _build(commands.Queue.Bind, 0, queue, exchange, routing_key, nowait, _table(arguments))
         self._sync(channel, method, None if nowait else commands.Queue.BindOk)
 
     def queue_unbind(
@@ -476,13 +510,13 @@ class Connection:
         *,
         arguments: FieldTable | None = None,
     ) -> None:
-        method = commands.Queue.Unbind(0, queue, exchange, routing_key, _table(arguments))
+        method = _build(commands.Queue.Unbind, 0, queue, exchange, routing_key, _table(arguments))
         self._sync(channel, method, commands.Queue.UnbindOk)
 
     def queue_purge(self, channel: int, queue: str, *, nowait: bool = False) -> None:
         self._sync(
             channel,
-            commands.Queue.Purge(0, queue, nowait),
+            _build(commands.Queue.Purge, 0, queue, nowait),
             None if nowait else commands.Queue.PurgeOk,
         )
 
@@ -495,7 +529,7 @@ class Connection:
         if_empty: bool = False,
         nowait: bool = False,
     ) -> None:
-        method = commands.Queue.Delete(0, queue, if_unused, if_empty, nowait)
+        method = _build(commands.Queue.Delete, 0, queue, if_unused, if_empty, nowait)
         self._sync(channel, method, None if nowait else commands.Queue.DeleteOk)
 
     # ---- basic --------------------------------------------------------------------------------------
@@ -508,7 +542,7 @@ class Connection:
         prefetch_count: int = 0,
         global_: bool = False,
     ) -> None:
-        method = commands.Basic.Qos(prefetch_size, prefetch_count, global_)
+        method = _build(commands.Basic.Qos, prefetch_size, prefetch_count, global_)
         self._sync(channel, method, commands.Basic.QosOk)
 
     def basic_consume(
@@ -530,15 +564,23 @@ class Connection:
         if nowait and not consumer_tag:
             raise LocalProtocolError("basic_consume with nowait=True needs a consumer_tag")
         state = self._channel(channel)
-        method = commands.Basic.Consume(
-            0, queue, consumer_tag, no_local, no_ack, exclusive, nowait, _table(arguments)
+        method = _build(
+            commands.Basic.Consume,
+            0,
+            queue,
+            consumer_tag,
+            no_local,
+            no_ack,
+            exclusive,
+            nowait,
+            _table(arguments),
         )
         self._sync(channel, method, None if nowait else commands.Basic.ConsumeOk, no_ack=no_ack)
         if nowait and no_ack:
             state.no_ack_consumers.add(consumer_tag)
 
     def basic_cancel(self, channel: int, consumer_tag: str, *, nowait: bool = False) -> None:
-        method = commands.Basic.Cancel(consumer_tag, nowait)
+        method = _build(commands.Basic.Cancel, consumer_tag, nowait)
         self._sync(channel, method, None if nowait else commands.Basic.CancelOk)
 
     def basic_publish(
@@ -563,8 +605,8 @@ class Connection:
                 channel, exchange, routing_key, mandatory, immediate, properties, body,
                 self.frame_max,
             )  # fmt: skip
-        except ValueError as error:
-            raise FrameTooLarge(str(error)) from error
+        except (ValueError, TypeError) as error:
+            raise self._publish_error(properties, error) from error
         self._out.append(frames)
         return state.next_publish(exchange, routing_key, mandatory)
 
@@ -572,7 +614,7 @@ class Connection:
         """Ask for one message: :class:`GetOk`, or a :class:`MethodReply` with ``Basic.GetEmpty``."""
         self._sync(
             channel,
-            commands.Basic.Get(0, queue, no_ack),
+            _build(commands.Basic.Get, 0, queue, no_ack),
             (commands.Basic.GetOk, commands.Basic.GetEmpty),
             no_ack=no_ack,
         )
@@ -614,7 +656,7 @@ class Connection:
 
     def basic_recover(self, channel: int, *, requeue: bool = True) -> None:
         """Redeliver every unacknowledged message of the channel (answered by ``Basic.RecoverOk``)."""
-        self._sync(channel, commands.Basic.Recover(requeue), commands.Basic.RecoverOk)
+        self._sync(channel, _build(commands.Basic.Recover, requeue), commands.Basic.RecoverOk)
 
     # ---- confirms and transactions ------------------------------------------------------------------
 
@@ -622,19 +664,19 @@ class Connection:
         """Put the channel in confirm mode; publishes from now on are numbered from 1."""
         self._sync(
             channel,
-            commands.Confirm.Select(nowait),
+            _build(commands.Confirm.Select, nowait),
             None if nowait else commands.Confirm.SelectOk,
         )
         self._channels[channel].confirm_mode = True
 
     def tx_select(self, channel: int) -> None:
-        self._sync(channel, commands.Tx.Select(), commands.Tx.SelectOk)
+        self._sync(channel, _build(commands.Tx.Select), commands.Tx.SelectOk)
 
     def tx_commit(self, channel: int) -> None:
-        self._sync(channel, commands.Tx.Commit(), commands.Tx.CommitOk)
+        self._sync(channel, _build(commands.Tx.Commit), commands.Tx.CommitOk)
 
     def tx_rollback(self, channel: int) -> None:
-        self._sync(channel, commands.Tx.Rollback(), commands.Tx.RollbackOk)
+        self._sync(channel, _build(commands.Tx.Rollback), commands.Tx.RollbackOk)
 
     # ---- command plumbing ---------------------------------------------------------------------------
 
@@ -676,6 +718,23 @@ class Connection:
             replies = reply if isinstance(reply, tuple) else (reply,)
             state.expected.append(ExpectedReply(replies, no_ack))
         self._out.append(frame)
+
+    def _publish_error(
+        self, properties: commands.Basic.Properties | None, error: Exception
+    ) -> LocalProtocolError:
+        """Tell a content header that cannot fit in a frame from other bad arguments (off the hot path)."""
+        if self.frame_max and isinstance(error, ValueError):
+            try:
+                header = 20 + len(codec.encode_properties(properties))
+            except (ValueError, TypeError):
+                pass
+            else:
+                if header > self.frame_max:
+                    return FrameTooLarge(
+                        f"the message properties make a content header of {header} bytes, more than the "
+                        f"negotiated frame_max of {self.frame_max}"
+                    )
+        return LocalProtocolError(f"cannot publish: {error}")
 
     def _send_method(self, channel: int, method: base.Frame) -> None:
         self._out.append(self._encode_method(channel, method))
@@ -819,7 +878,7 @@ class Connection:
             raise self._violation(
                 COMMAND_INVALID,
                 f"unexpected {method.name} on channel 0 while the connection is {state.value}",
-                method.frame_id,
+                method.index >> 16,
                 method.index & 0xFFFF,
             )
 
@@ -829,7 +888,10 @@ class Connection:
             raise WrongProtocol(
                 f"it offered AMQP {start.version_major}-{start.version_minor} in Connection.Start"
             )
-        offered = start.mechanisms.split()
+        mechanisms = start.mechanisms
+        if isinstance(mechanisms, bytes):  # a longstr that is not UTF-8
+            mechanisms = mechanisms.decode(errors="replace")
+        offered = mechanisms.split()
         mechanism = self._credentials.mechanism
         if mechanism not in offered:
             self.state = ConnectionState.CLOSED
@@ -838,12 +900,7 @@ class Connection:
                 f"(it offers: {', '.join(offered) or 'none'})"
             )
         self.server_properties = dict(start.server_properties or {})
-        self._send_method(
-            0,
-            commands.Connection.StartOk(
-                self._client_properties, mechanism, self._credentials.response(), self._locale
-            ),
-        )
+        self._out.append(self._start_ok)
         self.state = ConnectionState.AWAIT_TUNE
 
     def _on_tune(self, tune: commands.Connection.Tune) -> None:
@@ -851,7 +908,7 @@ class Connection:
         self.frame_max = negotiate(self._wanted_frame_max, tune.frame_max)
         self.heartbeat = negotiate(self._wanted_heartbeat, tune.heartbeat)
         self._send_method(0, commands.Connection.TuneOk(self.channel_max, self.frame_max, self.heartbeat))
-        self._send_method(0, commands.Connection.Open(self._virtual_host))
+        self._out.append(self._open)
         self._max_payload = (self.frame_max or 2**32 - 1) - FRAME_OVERHEAD
         self.state = ConnectionState.AWAIT_OPEN_OK
 
@@ -935,7 +992,7 @@ class Connection:
             raise self._violation(
                 COMMAND_INVALID,
                 f"the broker sent {method.name} on channel {channel}, which a server never sends",
-                method.frame_id,
+                method.index >> 16,
                 method.index & 0xFFFF,
             )
 
@@ -1064,3 +1121,11 @@ class Connection:
 
 def _table(arguments: FieldTable | None) -> dict[str, Any]:
     return dict(arguments) if arguments else {}
+
+
+def _build(kind: type[_Method], *arguments: Any) -> _Method:
+    """Build a pamqp method from the caller's arguments; pamqp's validation errors are caller misuse."""
+    try:
+        return kind(*arguments)
+    except (ValueError, TypeError) as error:
+        raise LocalProtocolError(f"invalid {kind.name}: {error}") from error
