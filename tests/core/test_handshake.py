@@ -329,3 +329,26 @@ def test_close_before_and_during_the_handshake() -> None:
     assert peer.feed(method(0, commands.Connection.Tune(0, 0, 0))) == []
     (closed,) = peer.feed(method(0, commands.Connection.CloseOk()))
     assert not closed.by_peer and peer.connection.closed
+
+
+def test_bad_settings_fail_at_construction_not_mid_handshake() -> None:
+    with pytest.raises(ValueError, match="invalid connection settings"):
+        Connection(client_properties={"bad": object()})
+    with pytest.raises(ValueError, match="invalid connection settings"):
+        Connection(virtual_host="v" * 200)
+    with pytest.raises(ValueError, match="before tuning"):
+        Connection(client_properties={"big": "x" * 5000})
+    with pytest.raises(ValueError, match="AMQPLAIN"):
+        Connection(auth_mechanism="AMQPLAIN", password="p" * 200)
+
+
+def test_mechanisms_that_are_not_utf8() -> None:
+    start = commands.Connection.Start(mechanisms="PLAIN")
+    frame = bytearray(method(0, start))
+    # Replace "PLAIN" (the mechanisms longstr) with bytes that are not UTF-8.
+    at = frame.index(b"PLAIN")
+    frame[at : at + 5] = b"\xffLAIN"
+    connection = Connection()
+    connection.initiate(0.0)
+    with pytest.raises(AuthenticationRefused, match="does not offer the PLAIN"):
+        connection.receive_data(bytes(frame), 0.0)
