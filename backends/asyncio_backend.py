@@ -1,0 +1,306 @@
+"""The native asyncio backend: an :class:`asyncio.Protocol` on the loop's own transports.
+
+Received bytes go from the transport straight to the upper protocol, and writes are one
+``transport.write`` per event-loop iteration, so nothing sits between the socket and the protocol
+engine: no StreamReader buffer, no task and no lock per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, ClassVar, Self, TypeVar, cast
+
+from ._util import connect_error, run_logged
+from .base import Backend, Event, Stream, StreamProtocol, Waiter
+
+T = TypeVar("T")
+
+
+class _AsyncioStream(Stream, asyncio.Protocol):
+    """Both the Stream handed to the upper layer and the asyncio protocol of its transport."""
+
+    _transport: asyncio.Transport  # set by connection_made, before the stream is handed out
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, protocol: StreamProtocol) -> None:
+        self._loop = loop
+        self._protocol = protocol
+        self._flush_scheduled = False
+        self._wanted = False  # wake_writer was called and data_to_send has not been pulled since
+        self._paused = False
+        self.lost: asyncio.Future[None] = loop.create_future()  # done after connection_lost
+
+    # Stream
+
+    def wake_writer(self) -> None:
+        if self._flush_scheduled:
+            return
+        self._wanted = True
+        if not self._paused and not self._transport.is_closing():
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        # Checked again here: close() may have run since, and a TLS transport can pause on its
+        # own (while handling received records), not only inside our writes.
+        if self._paused or self._transport.is_closing():
+            return
+        self._wanted = False
+        data = self._protocol.data_to_send()
+        if data:
+            self._transport.write(data)
+
+    def close(self) -> None:
+        if self._transport.is_closing():
+            return
+        # The last pull ignores back-pressure: the transport flushes its buffer before closing.
+        data = self._protocol.data_to_send()
+        if data:
+            self._transport.write(data)
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._transport.abort()
+
+    @property
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._protocol.data_received(data)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._wanted:
+            self.wake_writer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            self._protocol.connection_lost(exc)
+        finally:
+            self.lost.set_result(None)
+
+
+class _AsyncioWaiter(Waiter[T]):
+    __slots__ = ("_future",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._future: asyncio.Future[T] = loop.create_future()
+
+    def set_result(self, value: T) -> None:
+        if not self._future.done():
+            self._future.set_result(value)
+
+    def set_exception(self, exc: BaseException) -> None:
+        if not self._future.done():
+            self._future.set_exception(exc)
+            # Mark it retrieved: an exception nobody waits for is not an error here, and asyncio
+            # would log "Future exception was never retrieved".
+            self._future.exception()
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    async def wait(self) -> T:
+        future = self._future
+        if future.done():
+            return future.result()
+        # Awaiting the future itself would cancel it along with a cancelled waiter.
+        return await asyncio.shield(future)
+
+
+class _AsyncioEvent(Event):
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+
+class _Timeout:
+    """``asyncio.timeout`` as a plain ``with`` block (its own is ``async with`` only).
+
+    Same mechanism: cancel the task at the deadline, and turn that cancellation (and only that
+    one, as counted by ``Task.cancelling``) into TimeoutError on the way out.
+    """
+
+    __slots__ = ("_cancelling", "_expired", "_handle", "_loop", "_seconds", "_task")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+        self._loop = loop
+        self._seconds = seconds
+        self._expired = False
+
+    def __enter__(self) -> None:
+        task = asyncio.current_task(self._loop)
+        if task is None:
+            raise RuntimeError("backend.timeout() must be used inside a task")
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._handle = self._loop.call_later(self._seconds, self._expire)
+
+    def _expire(self) -> None:
+        self._expired = True
+        self._task.cancel()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._handle.cancel()
+        if self._expired and self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
+            raise TimeoutError from exc
+
+
+class AsyncioBackend(Backend):
+    """Backend on the running asyncio event loop, using its transports directly."""
+
+    name: ClassVar[str] = "asyncio"
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._streams: set[_AsyncioStream] = set()  # connected and not lost yet
+        self._started = False
+        self._closed = False
+
+    async def __aenter__(self) -> Self:
+        self.start_detached()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def start_detached(self) -> None:
+        # Plain asyncio tasks need no enclosing task group, so both modes are the same here.
+        if self._started:
+            raise RuntimeError("the backend is already started")
+        self._started = True
+
+    async def aclose(self) -> None:
+        self._closed = True
+        current = asyncio.current_task()
+        pending: list[asyncio.Future[None]] = []
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+                pending.append(task)
+        # Streams are transport callbacks, not tasks: abort them so that they end here too, as
+        # the anyio backend's do when their tasks are cancelled.
+        for stream in self._streams:
+            stream.abort()
+            pending.append(stream.lost)
+        if pending:
+            await asyncio.wait(pending)
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None) -> None:
+        if not self._started or self._closed:
+            raise RuntimeError("the backend is not running (not started yet, or closed)")
+        task = self._loop.create_task(run_logged(fn, args, name), name=name)
+        # The loop keeps only weak references to tasks: this set keeps them alive.
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        protocol: StreamProtocol,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> Stream:
+        stream = _AsyncioStream(self._loop, protocol)
+        async with asyncio.timeout(timeout):
+            sock = await self._connect_socket(host, port)
+            try:
+                await self._loop.create_connection(
+                    lambda: stream,
+                    sock=sock,
+                    ssl=ssl_context,
+                    server_hostname=(server_hostname or host) if ssl_context else None,
+                )
+            except BaseException:
+                sock.close()
+                raise
+        self._streams.add(stream)
+        stream.lost.add_done_callback(lambda _: self._streams.discard(stream))
+        return stream
+
+    async def _connect_socket(self, host: str, port: int) -> socket.socket:
+        # Done by hand rather than by create_connection so that a refused connection stays a
+        # ConnectionRefusedError when the host has several addresses (create_connection then
+        # raises a bare OSError on Python < 3.12).
+        infos = await self._loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        errors: list[OSError] = []
+        for family, type_, proto, _, address in infos:
+            sock = socket.socket(family, type_, proto)
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                await self._loop.sock_connect(sock, address)
+            except OSError as exc:
+                sock.close()
+                errors.append(exc)
+            except BaseException:
+                sock.close()
+                raise
+            else:
+                return sock
+        raise connect_error(errors)
+
+    def time(self) -> float:
+        return self._loop.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    def create_event(self) -> Event:
+        return _AsyncioEvent()
+
+    def create_waiter(self) -> Waiter[Any]:
+        return _AsyncioWaiter(self._loop)
+
+    def timeout(self, seconds: float | None) -> contextlib.AbstractContextManager[Any]:
+        if seconds is None:
+            return contextlib.nullcontext()
+        return _Timeout(self._loop, seconds)
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        # An exception escaping fn reaches the loop's exception handler, which logs it.
+        self._loop.call_soon(fn)
