@@ -1,0 +1,213 @@
+"""Streams: data both ways, coalesced writes, back-pressure, closing and connection_lost."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Callable
+
+import anyio
+import pytest
+
+from backends import Backend
+
+from .helpers import Recorder, accept, echo, listener, recv, recv_all, recv_exactly, serve, wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_round_trip_through_echo_server(make_backend: Callable[[], Backend]) -> None:
+    payload = bytes(range(256)) * 4096  # 1 MiB, bigger than any single read or write
+    recorder = Recorder()
+    async with make_backend() as backend, serve(echo) as port:
+        stream = await backend.connect_tcp("127.0.0.1", port, recorder)
+        for start in range(0, len(payload), 300_000):
+            recorder.send(stream, payload[start : start + 300_000])
+        await wait_until(lambda: len(recorder.received) == len(payload))
+        assert recorder.received == payload
+        stream.close()
+        await wait_until(lambda: bool(recorder.lost))
+    assert recorder.lost == [None]
+
+
+async def test_wake_writer_coalesces_into_one_pull(make_backend: Callable[[], Backend]) -> None:
+    recorder = Recorder()
+    with listener() as server:
+        async with make_backend() as backend:
+            stream = await backend.connect_tcp("127.0.0.1", server.getsockname()[1], recorder)
+            with accept(server) as peer:
+                await anyio.sleep(0.01)
+                assert recorder.pulls == 0, "nothing is pulled before wake_writer"
+                expected = b""
+                for number in range(100):  # one event-loop iteration: no await in between
+                    message = b"%03d;" % number
+                    expected += message
+                    recorder.send(stream, message)
+                assert await recv_exactly(peer, len(expected)) == expected
+                await anyio.sleep(0.01)
+                assert recorder.pulls == 1
+                stream.close()
+
+
+class Producer(Recorder):
+    """Has another chunk to send every time it is asked, until told which pull is the last."""
+
+    CHUNK = b"x" * 256 * 1024
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.produced = 0
+        self.last_pull: int | None = None
+
+    def data_to_send(self) -> bytes:
+        self.pulls += 1
+        if self.last_pull is not None and self.pulls > self.last_pull:
+            return b""
+        self.produced += len(self.CHUNK)
+        return self.CHUNK
+
+
+async def test_back_pressure_stops_pulling_until_the_peer_reads(
+    make_backend: Callable[[], Backend], backend_name: str
+) -> None:
+    producer = Producer()
+    with listener(receive_buffer=64 * 1024) as server:
+        async with make_backend() as backend:
+            stream = await backend.connect_tcp("127.0.0.1", server.getsockname()[1], producer)
+            with accept(server) as peer:
+                # The peer does not read: keep asking to write until the backend stops pulling.
+                history: list[int] = []
+                while len(history) < 20 or history[-1] != history[-20]:
+                    assert len(history) < 500, "the backend never stopped pulling"
+                    stream.wake_writer()
+                    await anyio.sleep(0.005)
+                    history.append(producer.pulls)
+                stalled_at = producer.pulls
+                # What the kernel buffers, plus a chunk or two in the backend: not unbounded.
+                assert producer.produced < 32 * 1024 * 1024
+                if backend_name == "asyncio":
+                    assert stream._paused  # type: ignore[attr-defined]  # the transport paused us
+                # (The anyio writer task is blocked in `await stream.send()`.)
+
+                for _ in range(10):  # wakes while paused pull nothing
+                    stream.wake_writer()
+                    await anyio.sleep(0.005)
+                assert producer.pulls == stalled_at
+
+                # The peer reads: writing resumes by itself, since a wake came while paused,
+                # and everything pulled arrives. The next pull is the last one with data.
+                producer.last_pull = stalled_at + 1
+                received = 0
+                with anyio.fail_after(10):
+                    while producer.pulls <= stalled_at or received < producer.produced:
+                        received += len(await recv(peer))
+                assert received == producer.produced
+                stream.abort()
+
+
+async def test_connection_lost_once_when_the_peer_closes(make_backend: Callable[[], Backend]) -> None:
+    recorder = Recorder()
+    with listener() as server:
+        async with make_backend() as backend:
+            stream = await backend.connect_tcp("127.0.0.1", server.getsockname()[1], recorder)
+            with accept(server) as peer:
+                peer.send(b"bye")
+            await wait_until(lambda: bool(recorder.lost))
+            assert stream.is_closing
+            stream.close()
+            stream.abort()
+            await anyio.sleep(0.05)
+    assert recorder.received == b"bye"
+    assert recorder.lost == [None]
+
+
+async def test_connection_lost_reports_a_reset(make_backend: Callable[[], Backend]) -> None:
+    recorder = Recorder()
+    with listener() as server:
+        async with make_backend() as backend:
+            stream = await backend.connect_tcp("127.0.0.1", server.getsockname()[1], recorder)
+            with accept(server) as peer:
+                peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            # closing with a zero linger time sends RST
+            await wait_until(lambda: bool(recorder.lost))
+            assert stream.is_closing
+            await anyio.sleep(0.05)
+    [error] = recorder.lost
+    assert isinstance(error, ConnectionResetError)
+
+
+async def test_connection_lost_once_when_we_close(make_backend: Callable[[], Backend]) -> None:
+    recorder = Recorder()
+    with listener() as server:
+        async with make_backend() as backend:
+            stream = await backend.connect_tcp("127.0.0.1", server.getsockname()[1], recorder)
+            with accept(server) as peer:
+                assert not stream.is_closing
+                stream.close()
+                assert stream.is_closing
+                stream.close()
+                assert await recv_all(peer) == b""
+                await wait_until(lambda: bool(recorder.lost))
+                stream.abort()
+                await anyio.sleep(0.05)
+    assert recorder.lost == [None]
+
+
+async def test_close_flushes_pending_data(make_backend: Callable[[], Backend]) -> None:
+    # More than the peer's receive buffer, so the backend has to wait for the peer to read.
+    payload = b"0123456789abcdef" * 256 * 1024  # 4 MiB
+    recorder = Recorder()
+    with listener(receive_buffer=64 * 1024) as server:
+        async with make_backend() as backend:
+            stream = await backend.connect_tcp("127.0.0.1", server.getsockname()[1], recorder)
+            with accept(server) as peer:
+                recorder.send(stream, payload[:1000])
+                recorder.outgoing += payload[1000:]  # queued without a wake: close() pulls it
+                stream.close()
+                assert await recv_all(peer) == payload
+                await wait_until(lambda: bool(recorder.lost))
+    assert recorder.lost == [None]
+
+
+async def test_abort_closes_without_flushing(make_backend: Callable[[], Backend]) -> None:
+    recorder = Recorder()
+    with listener() as server:
+        async with make_backend() as backend:
+            stream = await backend.connect_tcp("127.0.0.1", server.getsockname()[1], recorder)
+            with accept(server) as peer:
+                recorder.send(stream, b"never sent")
+                stream.abort()
+                assert stream.is_closing
+                stream.abort()
+                await wait_until(lambda: bool(recorder.lost))
+                assert await recv_all(peer) == b""
+                assert recorder.pulls == 0
+    assert recorder.lost == [None]
+
+
+async def test_leaving_the_backend_aborts_its_streams(make_backend: Callable[[], Backend]) -> None:
+    recorder = Recorder()
+    with listener() as server:
+        async with make_backend() as backend:
+            await backend.connect_tcp("127.0.0.1", server.getsockname()[1], recorder)
+            peer = accept(server)
+        assert recorder.lost == [None]  # already: leaving waited for it
+        with peer:
+            assert await recv_all(peer) == b""
+
+
+async def test_extra_info_and_tcp_nodelay(make_backend: Callable[[], Backend]) -> None:
+    recorder = Recorder()
+    with listener() as server:
+        port = server.getsockname()[1]
+        async with make_backend() as backend:
+            stream = await backend.connect_tcp("127.0.0.1", port, recorder)
+            with accept(server):
+                assert stream.get_extra_info("peername")[:2] == ("127.0.0.1", port)
+                assert stream.get_extra_info("sockname")[0] == "127.0.0.1"
+                assert stream.get_extra_info("ssl_object") is None
+                assert stream.get_extra_info("peercert", "none") == "none"
+                assert stream.get_extra_info("no such thing", 42) == 42
+                sock = stream.get_extra_info("socket")
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+                stream.close()
