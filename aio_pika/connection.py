@@ -260,7 +260,8 @@ def make_url(
         try:
             parsed = URL(url)
         except ValueError as error:
-            raise ValueError(f"url: {error}") from None
+            what = "port" if "port" in str(error).lower() else "url"
+            raise ValueError(f"{what}: {error} (in the url)") from None
         if not parsed.is_absolute():
             raise ValueError("url must be absolute, like amqp://user:password@host:5672/vhost")
         return parsed.update_query(query) if query else parsed
@@ -580,6 +581,8 @@ class Connection(AbstractConnection):
                 stream.wake_writer()
                 await opened.wait()
         except BaseException as error:
+            if self._state is _OPEN:  # opened just as the wait was cancelled or timed out
+                self._state = _CONNECTING
             self._abort_connect()
             if isinstance(error, AMQPError):
                 raise
@@ -616,7 +619,7 @@ class Connection(AbstractConnection):
 
     def _on_handshake_error(self, error: HandshakeError) -> None:
         if isinstance(error, AuthenticationRefused):
-            if "mechanism" in error.reason:
+            if "does not offer" in error.reason:
                 exc: AMQPError = AuthenticationError(error.reason)
             else:
                 exc = ProbableAuthenticationError(error.reason)
@@ -676,6 +679,7 @@ class Connection(AbstractConnection):
         elif kind is ConnectionOpened:
             self.server_properties = dict(event.server_properties)
             self.heartbeat = event.heartbeat
+            self._state = _OPEN
             if self._opened is not None:
                 self._opened.set_result(event)
             if event.heartbeat:

@@ -1,0 +1,358 @@
+"""Consuming: callbacks (plain and coroutine), acknowledgements in both styles, process() semantics, cancel,
+concurrency, and the queue iterator."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+import aio_pika
+from aio_pika import exceptions
+
+from .conftest import Names, expiring
+
+pytestmark = [pytest.mark.anyio, pytest.mark.broker]
+
+WAIT = 10
+
+
+async def publish(channel: aio_pika.Channel, queue: aio_pika.Queue, *bodies: bytes) -> None:
+    for body in bodies:
+        await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue.name)
+
+
+async def ready_count(connection: aio_pika.Connection, queue_name: str) -> int:
+    """Messages ready in the queue, asked on a fresh channel (after the others settled theirs)."""
+    channel = await connection.channel()
+    try:
+        result = await channel.declare_queue(queue_name, passive=True)
+        return int(result.declaration_result.message_count)
+    finally:
+        await channel.close()
+
+
+async def wait_until(predicate: object, timeout: float = WAIT) -> None:
+    with anyio.fail_after(timeout):
+        while not predicate():  # type: ignore[operator]
+            await anyio.sleep(0.005)
+
+
+async def test_plain_callback_with_sync_process(connection: aio_pika.Connection, names: Names) -> None:
+    """aio-pika 1.x: a plain function, ``with message.process():``."""
+    channel = await connection.channel()
+    queue = await channel.declare_queue(names.queue(), arguments=expiring())
+    bodies: list[bytes] = []
+
+    def on_message(message: aio_pika.IncomingMessage) -> None:
+        with message.process():
+            bodies.append(message.body)
+
+    tag = await queue.consume(on_message)
+    assert isinstance(tag, str)
+    await publish(channel, queue, b"1", b"2", b"3")
+    await wait_until(lambda: len(bodies) == 3)
+    assert bodies == [b"1", b"2", b"3"]
+    await channel.close()  # unacknowledged messages would go back to the queue now
+    assert await ready_count(connection, queue.name) == 0
+
+
+async def test_coroutine_callback_with_async_process(connection: aio_pika.Connection, names: Names) -> None:
+    """Modern: a coroutine, ``async with message.process():``."""
+    channel = await connection.channel()
+    queue = await channel.declare_queue(names.queue(), arguments=expiring())
+    bodies: list[bytes] = []
+
+    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        async with message.process():
+            await anyio.sleep(0)
+            bodies.append(message.body)
+
+    await queue.consume(on_message)
+    await publish(channel, queue, b"a", b"b")
+    await wait_until(lambda: len(bodies) == 2)
+    await channel.close()
+    assert sorted(bodies) == [b"a", b"b"]
+    assert await ready_count(connection, queue.name) == 0
+
+
+async def test_ack_styles(connection: aio_pika.Connection, names: Names) -> None:
+    """``message.ack()`` takes effect without await (1.x); ``await message.nack()`` (modern)."""
+    channel = await connection.channel()
+    queue = await channel.declare_queue(names.queue(), arguments=expiring())
+    await publish(channel, queue, b"ack me", b"nack me", b"reject me")
+    first = await queue.get(timeout=5)
+    second = await queue.get(timeout=5)
+    third = await queue.get(timeout=5)
+    assert first is not None and second is not None and third is not None
+    first.ack()  # not awaited
+    assert first.processed and first.locked
+    with pytest.raises(exceptions.MessageProcessError):
+        first.ack()
+    await second.nack(requeue=False)
+    await third.reject(requeue=True)
+    again = await queue.get(timeout=5)
+    assert again is not None and again.body == b"reject me" and again.redelivered
+    await again.ack()
+    await channel.close()
+    assert await ready_count(connection, queue.name) == 0
+
+
+async def test_no_ack_consumer(channel: aio_pika.Channel, names: Names) -> None:
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    received: list[aio_pika.IncomingMessage] = []
+    await queue.consume(received.append, no_ack=True)
+    await publish(channel, queue, b"free")
+    await wait_until(lambda: received)
+    message = received[0]
+    assert message.processed and message.locked
+    with pytest.raises(TypeError, match="no_ack"):
+        message.ack()
+    with pytest.raises(ValueError, match="locked"):
+        message.body = b"changed"  # type: ignore[misc]
+
+
+async def test_cancel(channel: aio_pika.Channel, names: Names) -> None:
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    received: list[bytes] = []
+    tag = await queue.consume(
+        lambda message: received.append(message.body), no_ack=True, consumer_tag="my-tag"
+    )
+    assert tag == "my-tag"
+    with pytest.raises(exceptions.DuplicateConsumerTag):
+        await queue.consume(lambda message: None, consumer_tag="my-tag")
+    await publish(channel, queue, b"before")
+    await wait_until(lambda: received)
+    result = await queue.cancel(tag)
+    assert result is not None and result.name == "Basic.CancelOk"
+    await publish(channel, queue, b"after")
+    assert (await queue.declare()).message_count == 1
+    assert received == [b"before"]
+    tag = await queue.consume(lambda message: received.append(message.body), no_ack=True)
+    assert await queue.cancel(tag, nowait=True) is None
+
+
+async def test_process_rejects_on_exception(connection: aio_pika.Connection, names: Names) -> None:
+    channel = await connection.channel()
+    queue = await channel.declare_queue(names.queue(), arguments=expiring())
+    await publish(channel, queue, b"bad")
+    message = await queue.get(timeout=5)
+    assert message is not None
+    with pytest.raises(ZeroDivisionError), message.process():
+        raise ZeroDivisionError
+    assert message.processed
+    await channel.close()
+    assert await ready_count(connection, queue.name) == 0  # rejected without requeue: gone
+
+
+async def test_process_requeue(channel: aio_pika.Channel, names: Names) -> None:
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    await publish(channel, queue, b"retry")
+    message = await queue.get(timeout=5)
+    assert message is not None and not message.redelivered
+    with pytest.raises(ZeroDivisionError):
+        async with message.process(requeue=True):
+            raise ZeroDivisionError
+    again = await queue.get(timeout=5)
+    assert again is not None and again.body == b"retry" and again.redelivered
+    await again.ack()
+
+
+async def test_process_reject_on_redelivered(channel: aio_pika.Channel, names: Names) -> None:
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    await publish(channel, queue, b"twice")
+    for expected_redelivered in (False, True):
+        message = await queue.get(timeout=5)
+        assert message is not None and message.redelivered is expected_redelivered
+        with pytest.raises(ZeroDivisionError), message.process(requeue=True, reject_on_redelivered=True):
+            raise ZeroDivisionError
+    # the redelivered one was rejected without requeue
+    assert await queue.get(timeout=5, fail=False) is None
+
+
+async def test_process_ignore_processed(channel: aio_pika.Channel, names: Names) -> None:
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    await publish(channel, queue, b"1", b"2")
+    message = await queue.get(timeout=5)
+    assert message is not None
+    async with message.process(ignore_processed=True):
+        await message.reject(requeue=True)  # handled by hand: process() does nothing more
+
+    message = await queue.get(timeout=5)
+    assert message is not None and message.body == b"1" and message.redelivered  # requeued by hand
+    with pytest.raises(exceptions.MessageProcessError), message.process():
+        message.ack()  # processed twice without ignore_processed
+    remaining = await queue.get(timeout=5)
+    assert remaining is not None and remaining.body == b"2"
+    await remaining.ack()
+
+
+async def test_coroutine_callbacks_run_concurrently_up_to_prefetch(
+    channel: aio_pika.Channel, names: Names
+) -> None:
+    prefetch = 4
+    await channel.set_qos(prefetch_count=prefetch)
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    in_flight = 0
+    highest = 0
+    done = 0
+    release = anyio.Event()
+
+    async def on_message(message: aio_pika.IncomingMessage) -> None:
+        nonlocal in_flight, highest, done
+        in_flight += 1
+        highest = max(highest, in_flight)
+        await release.wait()
+        in_flight -= 1
+        done += 1
+        await message.ack()
+
+    await queue.consume(on_message)
+    await publish(channel, queue, *[str(index).encode() for index in range(12)])
+    await wait_until(lambda: in_flight == prefetch)
+    await anyio.sleep(0.1)
+    assert highest == prefetch  # concurrent, and bounded by the prefetch count
+    release.set()
+    await wait_until(lambda: done == 12)
+    consumer = next(iter(channel._consumers.values()))
+    assert consumer.workers <= prefetch  # a small pool of workers, not a task per message
+
+
+async def test_plain_callback_returning_a_coroutine(channel: aio_pika.Channel, names: Names) -> None:
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    seen = anyio.Event()
+
+    async def handle(message: aio_pika.IncomingMessage) -> None:
+        await message.ack()
+        seen.set()
+
+    await queue.consume(lambda message: handle(message))
+    await publish(channel, queue, b"x")
+    with anyio.fail_after(WAIT):
+        await seen.wait()
+
+
+async def test_callback_exceptions_are_logged_not_fatal(
+    channel: aio_pika.Channel, names: Names, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    bodies: list[bytes] = []
+
+    async def on_message(message: aio_pika.IncomingMessage) -> None:
+        async with message.process():
+            bodies.append(message.body)
+            if message.body == b"boom":
+                raise RuntimeError("boom")
+
+    await queue.consume(on_message)
+    await publish(channel, queue, b"boom", b"fine")
+    await wait_until(lambda: len(bodies) == 2)
+    assert "boom" in caplog.text
+
+
+# ---- get ----------------------------------------------------------------------------------------------
+
+
+async def test_get(channel: aio_pika.Channel, names: Names) -> None:
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    with pytest.raises(exceptions.QueueEmpty):
+        await queue.get()
+    assert await queue.get(fail=False) is None
+    await publish(channel, queue, b"1", b"2")
+    message = await queue.get(no_ack=True)
+    assert message is not None and message.body == b"1"
+    assert message.message_count == 1  # what is left in the queue
+    assert message.processed  # no_ack
+    message = await queue.get(timeout=3)
+    assert message is not None and message.delivery_tag is not None
+    await message.ack()
+
+
+# ---- the iterator -------------------------------------------------------------------------------------
+
+
+async def test_iterator(channel: aio_pika.Channel, names: Names) -> None:
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    await publish(channel, queue, b"1", b"2", b"3")
+    bodies = []
+    async with queue.iterator() as iterator:
+        async for message in iterator:
+            async with message.process():
+                bodies.append(message.body)
+            if len(bodies) == 3:
+                break
+    assert bodies == [b"1", b"2", b"3"]
+    assert iterator.consumer_tag is None
+
+
+async def test_async_for_on_the_queue(channel: aio_pika.Channel, names: Names) -> None:
+    """The seed's simple consumer: ``async for message in queue`` and ``with message.process()``."""
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    await publish(channel, queue, b"hello", queue.name.encode())
+    bodies = []
+    async for message in queue:
+        with message.process():
+            bodies.append(message.body)
+            if queue.name in message.body.decode():
+                break
+    assert bodies == [b"hello", queue.name.encode()]
+
+
+async def test_closing_the_iterator_returns_buffered_messages(
+    connection: aio_pika.Connection, names: Names
+) -> None:
+    channel = await connection.channel()
+    queue = await channel.declare_queue(names.queue(), arguments=expiring())
+    await publish(channel, queue, *[str(index).encode() for index in range(10)])
+    async with queue.iterator() as iterator:
+        async for message in iterator:
+            await message.ack()
+            await wait_until(lambda: len(iterator._buffer) == 9)  # the other nine were delivered to us
+            break
+    # closing cancelled the consumer and nacked the nine buffered messages back to the queue
+    assert await ready_count(connection, queue.name) == 9
+    await channel.close()
+    assert await ready_count(connection, queue.name) == 9
+
+
+async def test_iterator_timeout(channel: aio_pika.Channel, names: Names) -> None:
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    with anyio.fail_after(WAIT), pytest.raises(TimeoutError):
+        async with queue.iterator(timeout=0.2) as iterator:
+            async for _message in iterator:
+                pass  # pragma: no cover
+    assert iterator.consumer_tag is None
+
+
+async def test_iterator_stops_when_the_broker_cancels_the_consumer(
+    connection: aio_pika.Connection, names: Names
+) -> None:
+    channel = await connection.channel()
+    queue = await channel.declare_queue(names.queue(), arguments=expiring())
+    other = await connection.channel()
+    seen = []
+
+    async def consume() -> None:
+        async for message in queue.iterator(no_ack=True):
+            seen.append(message.body)  # pragma: no cover
+
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as group:
+            group.start_soon(consume)
+            await wait_until(lambda: channel._consumers)
+            await other.queue_delete(queue.name)  # the broker sends Basic.Cancel to the consumer
+    assert seen == []
+    assert not channel.is_closed
+
+
+async def test_iterator_stops_when_the_channel_closes(channel: aio_pika.Channel, names: Names) -> None:
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+
+    async def consume() -> None:
+        async for _message in queue.iterator():
+            pass  # pragma: no cover
+
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as group:
+            group.start_soon(consume)
+            await wait_until(lambda: channel._consumers)
+            await channel.close()

@@ -1,0 +1,161 @@
+"""Publishing: confirms (ack / nack), mandatory returns, no-confirm channels, concurrency on one channel."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from pamqp import commands
+
+import aio_pika
+from aio_pika import exceptions
+
+from .conftest import Names, expiring
+
+pytestmark = [pytest.mark.anyio, pytest.mark.broker]
+
+
+async def test_confirmed_publish_returns_the_ack(channel: aio_pika.Channel, names: Names) -> None:
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    result = await channel.default_exchange.publish(aio_pika.Message(b"confirmed"), routing_key=queue.name)
+    assert isinstance(result, commands.Basic.Ack)
+    # 1.x style: positional routing key and the mandatory/immediate keywords
+    result = await channel.default_exchange.publish(aio_pika.Message(b"again"), queue.name, mandatory=False)
+    assert isinstance(result, commands.Basic.Ack)
+    assert (await queue.declare()).message_count == 2
+
+
+async def test_publish_without_confirms(connection: aio_pika.Connection, names: Names) -> None:
+    channel = await connection.channel(publisher_confirms=False)
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    assert await channel.default_exchange.publish(aio_pika.Message(b"fire"), routing_key=queue.name) is None
+    # Without confirms the publish is done when the call returns, so not awaiting it works too.
+    channel.default_exchange.publish(aio_pika.Message(b"and forget"), routing_key=queue.name)
+    first = await queue.get(timeout=5, no_ack=True)
+    second = await queue.get(timeout=5, no_ack=True)
+    assert first is not None and second is not None
+    assert [first.body, second.body] == [b"fire", b"and forget"]
+
+
+async def test_nack_raises_delivery_error(channel: aio_pika.Channel, names: Names) -> None:
+    queue = await channel.declare_queue(
+        names.queue(),
+        exclusive=True,
+        arguments=expiring({"x-max-length": 1, "x-overflow": "reject-publish"}),
+    )
+    await channel.default_exchange.publish(aio_pika.Message(b"fits"), routing_key=queue.name)
+    with pytest.raises(exceptions.DeliveryError) as info:
+        await channel.default_exchange.publish(aio_pika.Message(b"overflows"), routing_key=queue.name)
+    assert isinstance(info.value.frame, commands.Basic.Nack)
+    assert "Nack" in str(info.value)
+    # the channel is still fine
+    await channel.default_exchange.publish(aio_pika.Message(b"x"), routing_key=names.queue("unrouted"))
+
+
+async def test_unroutable_mandatory_with_on_return_raises(
+    connection: aio_pika.Connection, names: Names
+) -> None:
+    channel = await connection.channel(on_return_raises=True)
+    routing_key = names.queue("nowhere")
+    with pytest.raises(exceptions.PublishError) as info:
+        await channel.default_exchange.publish(aio_pika.Message(b"lost"), routing_key=routing_key)
+    error = info.value
+    assert isinstance(error, exceptions.DeliveryError)
+    assert error is not None and isinstance(error.frame, commands.Basic.Return)
+    assert error.frame.reply_code == 312
+    assert error.message.body == b"lost"
+    assert exceptions.UnroutableError is exceptions.PublishError  # aio-pika 1.x's name
+    # not mandatory: the broker drops it silently and acks
+    result = await channel.default_exchange.publish(
+        aio_pika.Message(b"dropped"), routing_key=routing_key, mandatory=False
+    )
+    assert isinstance(result, commands.Basic.Ack)
+
+
+async def test_unroutable_mandatory_goes_to_return_callbacks(channel: aio_pika.Channel, names: Names) -> None:
+    returned: list[aio_pika.IncomingMessage] = []
+    async_returned = anyio.Event()
+
+    async def on_return_async(sender: aio_pika.Channel, message: aio_pika.IncomingMessage) -> None:
+        async_returned.set()
+
+    channel.return_callbacks.add(lambda sender, message: returned.append(message))
+    channel.return_callbacks.add(on_return_async)
+    routing_key = names.queue("nowhere")
+    result = await channel.default_exchange.publish(
+        aio_pika.Message(b"returned", message_id="m-1"), routing_key=routing_key
+    )
+    assert isinstance(result, aio_pika.ReturnedMessage)  # what aio-pika returns: the returned message
+    assert result.body == b"returned"
+    assert [message.body for message in returned] == [b"returned"]
+    assert returned[0].routing_key == routing_key and returned[0].message_id == "m-1"
+    with anyio.fail_after(5):
+        await async_returned.wait()
+
+
+async def test_returns_without_confirms(connection: aio_pika.Connection, names: Names) -> None:
+    channel = await connection.channel(publisher_confirms=False)
+    returned = anyio.Event()
+    channel.return_callbacks.add(lambda sender, message: returned.set())
+    await channel.default_exchange.publish(aio_pika.Message(b"x"), routing_key=names.queue("nowhere"))
+    with anyio.fail_after(5):
+        await returned.wait()
+
+
+async def test_publish_to_exchange_and_internal_exchange(channel: aio_pika.Channel, names: Names) -> None:
+    exchange = await channel.declare_exchange(names.exchange(), aio_pika.ExchangeType.TOPIC, auto_delete=True)
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    await queue.bind(exchange, "a.*")
+    await exchange.publish(aio_pika.Message(b"topic"), routing_key="a.b")
+    message = await queue.get(timeout=5, no_ack=True)
+    assert message is not None and message.exchange == exchange.name and message.routing_key == "a.b"
+
+    internal = await channel.declare_exchange(names.exchange("internal"), internal=True, auto_delete=True)
+    with pytest.raises(ValueError, match="internal"):
+        await internal.publish(aio_pika.Message(b"x"), routing_key="")
+    with pytest.raises(TypeError, match="routing_key"):
+        await exchange.publish(aio_pika.Message(b"x"), routing_key=5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="message"):
+        await exchange.publish(b"not a message", routing_key="a.b")  # type: ignore[arg-type]
+
+
+async def test_many_concurrent_confirmed_publishes(channel: aio_pika.Channel, names: Names) -> None:
+    """500 publishers on one channel at once: nobody waits for anybody else's confirm."""
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    results: list[object] = []
+
+    async def publish(index: int) -> None:
+        results.append(
+            await channel.default_exchange.publish(
+                aio_pika.Message(str(index).encode()), routing_key=queue.name
+            )
+        )
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as group:
+            for index in range(500):
+                group.start_soon(publish, index)
+    assert len(results) == 500
+    assert all(isinstance(result, commands.Basic.Ack) for result in results)
+    assert not channel._confirms  # every waiter was settled and dropped
+    assert (await queue.declare()).message_count == 500
+
+
+async def test_publish_timeout(channel: aio_pika.Channel, names: Names) -> None:
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    with pytest.raises(TimeoutError):
+        await channel.default_exchange.publish(
+            aio_pika.Message(b"slow"), routing_key=queue.name, timeout=1e-9
+        )
+    assert not channel._confirms  # the abandoned waiter is gone; the late ack is ignored
+    result = await channel.default_exchange.publish(
+        aio_pika.Message(b"fine"), routing_key=queue.name, timeout=5
+    )
+    assert isinstance(result, commands.Basic.Ack)
+
+
+async def test_large_message(channel: aio_pika.Channel, names: Names) -> None:
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    body = bytes(range(256)) * 8192  # 2 MiB, many frames
+    await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue.name)
+    message = await queue.get(timeout=10, no_ack=True)
+    assert message is not None and message.body == body and message.body_size == len(body)
