@@ -8,7 +8,7 @@ wait for?", "which publishes does this confirm settle?") and the connection acts
 from __future__ import annotations
 
 import enum
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,7 +85,9 @@ class ChannelState:
         self.confirm_mode = False
         self.publish_seq = 0  # the last sequence number handed out
         self.confirm_floor = 0  # every publish <= floor is settled
-        self._mandatory: dict[int, tuple[str, str]] = {}  # seq -> (exchange, routing_key)
+        # Unconfirmed mandatory publishes, oldest first: seq -> (exchange, routing_key). An OrderedDict
+        # so that a `multiple` confirm pops them from the front without walking its whole range.
+        self._mandatory: OrderedDict[int, tuple[str, str]] = OrderedDict()
 
     # ---- lifecycle ---------------------------------------------------------------------------------
 
@@ -128,6 +130,11 @@ class ChannelState:
         while order and order[0] not in unacked:
             order.popleft()
 
+    def forget_deliveries(self) -> None:
+        """Every unacknowledged delivery is void (``Basic.Recover`` redelivers them with new tags)."""
+        self._unacked.clear()
+        self._unacked_order.clear()
+
     def _unknown_tag_message(self, delivery_tag: int) -> str:
         return (
             f"channel {self.number} has no unacknowledged delivery with tag {delivery_tag} "
@@ -145,23 +152,33 @@ class ChannelState:
         return self.publish_seq
 
     def confirm_range(self, delivery_tag: int, multiple: bool) -> tuple[int, int] | None:
-        """The publishes a Basic.Ack/Nack settles, or None when it names a publish never made."""
-        if delivery_tag > self.publish_seq or (delivery_tag == 0 and not multiple):
+        """The publishes a Basic.Ack/Nack settles, or None when it names a publish never made.
+
+        Costs O(1) plus one step per mandatory publish it settles, however long the range: the
+        settled range is reported as ``(first, last)``, never enumerated. ``first`` is one past the
+        floor below which everything is settled; numbers in the range that single confirms already
+        settled are reported again (the reader skips them).
+        """
+        # A tag past 2**63 decodes as negative (delivery tags are read signed, as pamqp does).
+        if not 0 <= delivery_tag <= self.publish_seq or (delivery_tag == 0 and not multiple):
             return None
-        if multiple:
-            first = self.confirm_floor + 1
-            self.confirm_floor = max(self.confirm_floor, delivery_tag)
-        else:
-            first = delivery_tag
+        mandatory = self._mandatory
+        if not multiple:
             if delivery_tag == self.confirm_floor + 1:
                 self.confirm_floor = delivery_tag
-        if delivery_tag == 0:  # multiple with tag 0: everything published so far
-            delivery_tag = self.publish_seq
-            self.confirm_floor = delivery_tag
-        if self._mandatory:
-            for seq in range(first, delivery_tag + 1):
-                self._mandatory.pop(seq, None)
-        return first, delivery_tag
+            if mandatory:
+                mandatory.pop(delivery_tag, None)
+            return delivery_tag, delivery_tag
+        last = delivery_tag or self.publish_seq  # multiple with tag 0: everything published so far
+        if last == 0:
+            return None
+        if last <= self.confirm_floor:
+            return last, last  # settles nothing new
+        first = self.confirm_floor + 1
+        self.confirm_floor = last
+        while mandatory and next(iter(mandatory)) <= last:
+            mandatory.popitem(last=False)
+        return first, last
 
     def match_return(self, exchange: str, routing_key: str) -> int | None:
         """The sequence number of the oldest unconfirmed mandatory publish to (exchange, routing_key).

@@ -655,8 +655,13 @@ class Connection:
         self._out.append(codec.encode_reject(channel, delivery_tag, requeue))
 
     def basic_recover(self, channel: int, *, requeue: bool = True) -> None:
-        """Redeliver every unacknowledged message of the channel (answered by ``Basic.RecoverOk``)."""
+        """Redeliver every unacknowledged message of the channel (answered by ``Basic.RecoverOk``).
+
+        The outstanding delivery tags die with it: the messages come again as new deliveries with new
+        tags, so acks for the old ones are refused as :class:`UnknownDeliveryTag` from now on.
+        """
         self._sync(channel, _build(commands.Basic.Recover, requeue), commands.Basic.RecoverOk)
+        self._channels[channel].forget_deliveries()
 
     # ---- confirms and transactions ------------------------------------------------------------------
 
@@ -1070,7 +1075,11 @@ class Connection:
             return
         size = end - start
         remaining = state.content_remaining
-        if remaining == -1 or size > remaining:
+        if remaining == -1:
+            raise self._violation(
+                UNEXPECTED_FRAME, f"content body on channel {channel} before its content header"
+            )
+        if size > remaining:
             raise self._violation(
                 UNEXPECTED_FRAME,
                 f"content body on channel {channel} larger than its header announced",
@@ -1078,6 +1087,8 @@ class Connection:
         if size == remaining and not state.content_chunks:
             self._content_complete(state, bytes(buf[start:end]), events)
             return
+        if not size:
+            return  # an empty body frame: nothing to keep (a list entry per frame would add up)
         state.content_chunks.append(bytes(buf[start:end]))
         state.content_remaining = remaining - size
         if size == remaining:
