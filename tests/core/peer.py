@@ -73,10 +73,13 @@ HEARTBEAT = frame.marshal(heartbeat.Heartbeat(), 0)
 def decode_all(data: bytes) -> list[tuple[int, Frame]]:
     """Every frame in ``data`` as ``(channel, pamqp frame)``; the data must hold whole frames only."""
     frames: list[tuple[int, Frame]] = []
-    while data:
-        consumed, channel, value = frame.unmarshal(data)
+    pos = 0
+    while pos < len(data):
+        size = 8 if data.startswith(b"AMQP", pos) else int.from_bytes(data[pos + 3 : pos + 7], "big") + 8
+        consumed, channel, value = frame.unmarshal(data[pos : pos + size])
+        assert consumed == size
         frames.append((channel, value))
-        data = data[consumed:]
+        pos += size
     return frames
 
 

@@ -375,7 +375,7 @@ def test_second_header_and_oversized_body_are_unexpected_frames() -> None:
     )
     peer = opened()
     peer.open_channel()
-    violation(peer, 505, start, b"\x03\x00\x01\x00\x00\x00\x01a\xce", match="larger than its header")
+    violation(peer, 505, start, b"\x03\x00\x01\x00\x00\x00\x01a\xce", match="before its content header")
 
 
 # ---- notices from the server ------------------------------------------------------------------------
