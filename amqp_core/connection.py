@@ -248,7 +248,7 @@ class Connection:
         :raises RemoteProtocolError: the broker broke the protocol (``Connection.Close`` is queued).
         :raises HandshakeError: the broker refused the connection while it was being opened.
         """
-        if self.state is ConnectionState.CLOSED:
+        if self.state is ConnectionState.CLOSED or not data:
             return []
         self._last_received = now
         buf = self._in
