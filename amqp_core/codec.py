@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import functools
 import logging
 import struct
 from collections.abc import Mapping
@@ -108,12 +109,12 @@ _FIXED_VALUES: dict[int, struct.Struct] = {
 
 
 def _truncated(what: str) -> DecodeError:
-    return DecodeError(f"{what} runs past the end of the frame")
+    return DecodeError(f"truncated {what}")
 
 
 def _end_error(what: str, pos: int, end: int) -> DecodeError:
-    """The error for a payload whose fields end at ``pos`` rather than at ``end``."""
-    return _truncated(what) if pos > end else DecodeError(f"{what} has {end - pos} extra bytes")
+    """The error for a payload whose ``what`` ends at ``pos`` rather than at ``end``."""
+    return _truncated(what) if pos > end else DecodeError(f"{end - pos} extra bytes after the {what}")
 
 
 def _shortstr(buf: Buffer, pos: int, end: int) -> tuple[str, int]:
@@ -145,10 +146,17 @@ def _longstr(buf: Buffer, pos: int, end: int) -> tuple[str | bytes, int]:
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
+# Making a datetime costs more than the rest of a content header; consecutive messages mostly carry
+# the same second, and datetimes are immutable, so recent ones are shared.
+@functools.lru_cache(maxsize=64)
+def _utc_datetime(seconds: int) -> datetime.datetime:
+    # Equal to pamqp's datetime.fromtimestamp(seconds, tz=UTC), and faster.
+    return _EPOCH + datetime.timedelta(0, seconds)
+
+
 def _timestamp(seconds: int) -> datetime.datetime:
     if seconds <= 0xFFFFFFFF:
-        # Equal to pamqp's datetime.fromtimestamp(seconds, tz=UTC), and faster.
-        return _EPOCH + datetime.timedelta(0, seconds)
+        return _utc_datetime(seconds)
     # pamqp reads values past the year 2106 as milliseconds.
     try:
         return datetime.datetime.fromtimestamp(seconds / 1000.0, tz=datetime.UTC)
@@ -240,6 +248,8 @@ def _value(buf: Buffer, pos: int, end: int, depth: int, max_depth: int) -> tuple
 # Errors the slicing and unpacking can still raise once every length has been checked against
 # ``end``: invalid UTF-8, a caller passing ``end`` past the buffer, a huge ``max_depth``.
 _LOW_LEVEL_ERRORS = (UnicodeDecodeError, IndexError, struct.error, RecursionError)
+# What the method decoders catch to name the method in the message.
+_METHOD_ERRORS = (DecodeError, *_LOW_LEVEL_ERRORS)
 
 
 def decode_table(
@@ -262,24 +272,24 @@ def decode_deliver(buf: Buffer, offset: int, end: int) -> tuple[str, int, bool, 
     """
     try:
         if offset >= end:
-            raise _truncated("Basic.Deliver")
+            raise _truncated("arguments")
         start = offset + 1
         stop = start + buf[offset]
         if stop + 10 > end:
-            raise _truncated("Basic.Deliver")
+            raise _truncated("arguments")
         consumer_tag = buf[start:stop].decode()
         delivery_tag, bits, size = _TAG_BITS_LEN.unpack_from(buf, stop)
         start = stop + 10
         stop = start + size
         if stop >= end:
-            raise _truncated("Basic.Deliver")
+            raise _truncated("arguments")
         exchange = buf[start:stop].decode()
         start = stop + 1
         stop = start + buf[stop]
         if stop != end:
-            raise _end_error("Basic.Deliver", stop, end)
+            raise _end_error("arguments", stop, end)
         routing_key = buf[start:stop].decode()
-    except _LOW_LEVEL_ERRORS as error:
+    except _METHOD_ERRORS as error:
         raise DecodeError(f"Basic.Deliver: {error}") from error
     return consumer_tag, delivery_tag, bits & 1 == 1, exchange, routing_key
 
@@ -291,14 +301,14 @@ def decode_get_ok(buf: Buffer, offset: int, end: int) -> tuple[int, bool, str, s
     """
     try:
         if offset + 9 > end:
-            raise _truncated("Basic.GetOk")
+            raise _truncated("arguments")
         delivery_tag, bits = _TAG_BITS.unpack_from(buf, offset)
         exchange, pos = _shortstr(buf, offset + 9, end)
         routing_key, pos = _shortstr(buf, pos, end)
         if pos + 4 != end:
-            raise _end_error("Basic.GetOk", pos + 4, end)
+            raise _end_error("arguments", pos + 4, end)
         message_count = _UINT.unpack_from(buf, pos)[0]
-    except _LOW_LEVEL_ERRORS as error:
+    except _METHOD_ERRORS as error:
         raise DecodeError(f"Basic.GetOk: {error}") from error
     return delivery_tag, bits & 1 == 1, exchange, routing_key, message_count
 
@@ -310,36 +320,36 @@ def decode_return(buf: Buffer, offset: int, end: int) -> tuple[int, str, str, st
     """
     try:
         if offset + 2 > end:
-            raise _truncated("Basic.Return")
+            raise _truncated("arguments")
         reply_code = _USHORT.unpack_from(buf, offset)[0]
         reply_text, pos = _shortstr(buf, offset + 2, end)
         exchange, pos = _shortstr(buf, pos, end)
         routing_key, pos = _shortstr(buf, pos, end)
         if pos != end:
-            raise _end_error("Basic.Return", pos, end)
-    except _LOW_LEVEL_ERRORS as error:
+            raise _end_error("arguments", pos, end)
+    except _METHOD_ERRORS as error:
         raise DecodeError(f"Basic.Return: {error}") from error
     return reply_code, reply_text, exchange, routing_key
 
 
 def decode_ack(buf: Buffer, offset: int, end: int) -> tuple[int, bool]:
     """Decode ``Basic.Ack`` arguments: ``(delivery_tag, multiple)``."""
-    if offset + 9 != end:
-        raise _end_error("Basic.Ack", offset + 9, end)
     try:
+        if offset + 9 != end:
+            raise _end_error("arguments", offset + 9, end)
         delivery_tag, bits = _TAG_BITS.unpack_from(buf, offset)
-    except struct.error as error:
+    except _METHOD_ERRORS as error:
         raise DecodeError(f"Basic.Ack: {error}") from error
     return delivery_tag, bits & 1 == 1
 
 
 def decode_nack(buf: Buffer, offset: int, end: int) -> tuple[int, bool, bool]:
     """Decode ``Basic.Nack`` arguments: ``(delivery_tag, multiple, requeue)``."""
-    if offset + 9 != end:
-        raise _end_error("Basic.Nack", offset + 9, end)
     try:
+        if offset + 9 != end:
+            raise _end_error("arguments", offset + 9, end)
         delivery_tag, bits = _TAG_BITS.unpack_from(buf, offset)
-    except struct.error as error:
+    except _METHOD_ERRORS as error:
         raise DecodeError(f"Basic.Nack: {error}") from error
     return delivery_tag, bits & 1 == 1, bits & 2 == 2
 
@@ -362,13 +372,13 @@ def decode_content_header(
             # A set low bit announces another flags word. The 14 Basic properties fit in the first,
             # so a further word may only be empty (pamqp reads them the same way).
             if pos + 2 > end:
-                raise _truncated("content header")
+                raise _truncated("property flags")
             word = _USHORT.unpack_from(buf, pos)[0]
             pos += 2
             if word & 0xFFFE:
-                raise DecodeError("content header sets property flags past the 14 Basic properties")
+                raise DecodeError("property flags set past the 14 Basic properties")
         if flags & 0x0002:
-            raise DecodeError("content header sets property flag 0x0002, which no property uses")
+            raise DecodeError("property flag 0x0002 set, which no property uses")
         # Skip Properties.__init__ and its validation: the peer's values are taken as they come, as
         # pamqp's unmarshal does, and every slot is written below.
         props = object.__new__(_Properties)
@@ -438,9 +448,9 @@ def decode_content_header(
         else:
             props.cluster_id = ""
         if pos != end:
-            raise _end_error("content header", pos, end)
+            raise _end_error("properties", pos, end)
     except _LOW_LEVEL_ERRORS as error:
-        raise DecodeError(f"content header: {error}") from error
+        raise DecodeError(str(error)) from error
     return class_id, body_size, props
 
 
@@ -512,10 +522,8 @@ def decode_method(buf: Buffer, offset: int, end: int) -> base.Frame:
                 pos += integer.size
             setattr(method, name, value)
         if pos != end:
-            raise _end_error("method", pos, end)
-    except DecodeError as error:
-        raise DecodeError(f"{cls.name}: {error}") from None
-    except _LOW_LEVEL_ERRORS as error:
+            raise _end_error("arguments", pos, end)
+    except _METHOD_ERRORS as error:
         raise DecodeError(f"{cls.name}: {error}") from error
     return method
 

@@ -876,7 +876,7 @@ def test_decode_method_errors() -> None:
         codec.decode_method(*embed(b"\x00\x3c\x00\x63"))
     with pytest.raises(DecodeError, match="shorter than its class and method ids"):
         codec.decode_method(*embed(b"\x00\x3c\x00"))
-    with pytest.raises(DecodeError, match=r"Queue\.DeclareOk: method has 1 extra bytes"):
+    with pytest.raises(DecodeError, match=r"Queue\.DeclareOk: 1 extra bytes after the arguments"):
         wire = frame.marshal(commands.Queue.DeclareOk("q", 1, 2), 1)
         codec.decode_method(*embed(payload_of(wire) + b"\x00"))
 
