@@ -60,6 +60,8 @@ log = get_logger(__name__)
 __all__ = ("Channel",)
 
 _DONE = Completed()
+_Ack = commands.Basic.Ack
+_new = object.__new__
 
 # Channel states.
 _NEW = "new"
@@ -717,7 +719,10 @@ class Channel(AbstractChannel):
         first, last = event.first, event.last
         pop = confirms.pop
         if event.ack:
-            frame = commands.Basic.Ack(delivery_tag=last, multiple=first != last)
+            # The Basic.Ack frame the publishers get, built without pamqp's validation (once per confirm).
+            frame = _new(_Ack)
+            frame.delivery_tag = last
+            frame.multiple = first != last
             if first == last:
                 waiter = pop(first, None)
                 if waiter is not None:

@@ -99,39 +99,39 @@ class ConnectionClosed(AMQPConnectionError):
 
 
 class ConnectionSyntaxError(ConnectionClosed):
-    reason = "A frame with illegal values was sent (%s) %s"
+    """The connection was closed with 502 SYNTAX_ERROR."""
 
 
 class ConnectionFrameError(ConnectionClosed):
-    reason = "A malformed frame was sent (%s) %s"
+    """The connection was closed with 501 FRAME_ERROR."""
 
 
 class ConnectionCommandInvalid(ConnectionClosed):
-    reason = "An invalid sequence of frames was sent (%s) %s"
+    """The connection was closed with 503 COMMAND_INVALID."""
 
 
 class ConnectionChannelError(ConnectionClosed):
-    reason = "A channel that was not correctly opened was used (%s) %s"
+    """The connection was closed with 504 CHANNEL_ERROR."""
 
 
 class ConnectionUnexpectedFrame(ConnectionClosed):
-    reason = "An unexpected frame was received (%s) %s"
+    """The connection was closed with 505 UNEXPECTED_FRAME."""
 
 
 class ConnectionResourceError(ConnectionClosed):
-    reason = "The server lacked resources to complete the method (%s) %s"
+    """The connection was closed with 506 RESOURCE_ERROR."""
 
 
 class ConnectionNotAllowed(ConnectionClosed):
-    reason = "The operation is not allowed (%s) %s"
+    """The connection was closed with 530 NOT_ALLOWED."""
 
 
 class ConnectionNotImplemented(ConnectionClosed):
-    reason = "The functionality is not implemented in the server (%s) %s"
+    """The connection was closed with 540 NOT_IMPLEMENTED."""
 
 
 class ConnectionInternalError(ConnectionClosed):
-    reason = "The server had an internal error (%s) %s"
+    """The connection was closed with 541 INTERNAL_ERROR."""
 
 
 class AMQPChannelError(AMQPError):

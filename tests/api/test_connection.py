@@ -289,3 +289,49 @@ async def test_password_never_shown(backend_name: str, caplog: pytest.LogCapture
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert secret not in repr(aio_pika.make_url(url).with_password("******"))
+
+
+async def test_broker_closes_the_connection(backend_name: str) -> None:
+    """A connection-level error (an unknown exchange type: 503) closes the connection with that code."""
+    async with aio_pika.connect(AMQP_URL, backend=backend_name) as connection:
+        reasons: list[BaseException | None] = []
+        connection.close_callbacks.add(lambda sender, exc: reasons.append(exc))
+        channel = await connection.channel()
+        other = await connection.channel()
+        with pytest.raises(exceptions.ConnectionClosed) as info:
+            await channel.declare_exchange("test-api.bad-type", "no-such-type", auto_delete=True)
+        assert isinstance(info.value, exceptions.ConnectionCommandInvalid)
+        assert info.value.reply_code == 503 and "no-such-type" in str(info.value)
+        assert connection.is_closed and other.is_closed
+        assert reasons == [info.value]
+        with anyio.fail_after(1), pytest.raises(exceptions.ChannelInvalidStateError, match="503"):
+            await other.declare_queue(exclusive=True)
+
+
+async def test_lost_connection_fails_pending_operations(backend_name: str) -> None:
+    async with aio_pika.connect(AMQP_URL, backend=backend_name) as connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(exclusive=True)
+        reasons: list[BaseException | None] = []
+        channel_reasons: list[BaseException | None] = []
+        connection.close_callbacks.add(lambda sender, exc: reasons.append(exc))
+        channel.close_callbacks.add(lambda sender, exc: channel_reasons.append(exc))
+        errors: list[BaseException] = []
+
+        async def get() -> None:
+            try:
+                await queue.declare(timeout=10)
+            except BaseException as error:
+                errors.append(error)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+                group.start_soon(get)
+                await anyio.sleep(0)
+                connection._stream.abort()  # type: ignore[union-attr]  # the network fails
+        assert len(errors) == 1 and isinstance(errors[0], exceptions.AMQPConnectionError)
+        assert "lost" in str(errors[0])
+        assert connection.is_closed and channel.is_closed
+        assert len(reasons) == 1 and isinstance(reasons[0], exceptions.AMQPConnectionError)
+        assert channel_reasons == reasons
+        await connection.closed()
