@@ -195,26 +195,36 @@ async def test_timeout_on_a_wait_does_not_desynchronise(channel: aio_pika.Channe
 
 async def test_cancelled_declare_does_not_desynchronise(channel: aio_pika.Channel, names: Names) -> None:
     first, second = names.queue(), names.queue()
-    started = anyio.Event()
     finished = []
-
-    async def declare_and_get_cancelled() -> None:
-        started.set()
+    with anyio.CancelScope() as scope:
+        scope.cancel()  # cancelled at its first wait: the Queue.Declare is sent, its reply not yet read
         await channel.declare_queue(first, exclusive=True, arguments=expiring())
-        finished.append(True)  # pragma: no cover - cancelled before the reply
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(declare_and_get_cancelled)
-        await started.wait()
-        await anyio.sleep(0)  # the declare is sent and waiting for its reply
-        group.cancel_scope.cancel()
-    assert not finished
+        finished.append(True)  # pragma: no cover
+    assert scope.cancelled_caught and not finished
     queue = await channel.declare_queue(second, exclusive=True, arguments=expiring(), timeout=5)
-    assert queue.name == second
+    assert queue.name == second  # not the late reply for `first`
     # And the channel keeps going: a full round trip through the queue.
     await channel.default_exchange.publish(aio_pika.Message(b"in sync"), routing_key=second)
     message = await queue.get(timeout=5, no_ack=True)
     assert message is not None and message.body == b"in sync"
+    # The cancelled declare did reach the broker.
+    assert (await channel.get_queue(first)).name == first
+
+
+async def test_cancelled_in_a_task_group(channel: aio_pika.Channel, names: Names) -> None:
+    """Several declares cancelled together while waiting; the channel stays in step."""
+
+    async def declare(name: str) -> None:
+        await channel.declare_queue(name, exclusive=True, arguments=expiring())
+
+    async with anyio.create_task_group() as group:
+        for _ in range(5):
+            group.start_soon(declare, names.queue())
+        await anyio.sleep(0)
+        group.cancel_scope.cancel()
+    last = names.queue()
+    queue = await channel.declare_queue(last, exclusive=True, arguments=expiring(), timeout=5)
+    assert queue.name == last
 
 
 async def test_cancelled_get_gives_the_message_back(channel: aio_pika.Channel, names: Names) -> None:
