@@ -6,20 +6,21 @@ broker's side against a fresh :class:`~amqp_core.Connection` driven by your test
 
     replayer = Replayer(Recording.loads(text))
     connection = Connection()
-    connection.initiate(now=0.0)
-    events = replayer.exchange(connection)  # handshake: checks what the client sent, feeds the answers
-    connection.open_channel()
-    events = replayer.exchange(connection)  # -> [ChannelOpened(...)]
+    connection.initiate(0.0)
+    replayer.wait(connection, lambda e: isinstance(e, ConnectionOpened))  # the whole handshake
+    channel = connection.open_channel()
+    (opened,) = replayer.wait(connection, lambda e: isinstance(e, ChannelOpened))
 
 Each :meth:`Replayer.exchange` call checks that what the connection queued matches the next frames the
-client sent in the recording, then feeds every broker frame up to the client's next frame.
+client sent in the recording, then feeds every broker frame up to the client's next frame;
+:meth:`Replayer.wait` repeats that until an event you are waiting for arrives.
 """
 
 from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -135,6 +136,7 @@ class Replayer:
         self._strict = strict
         self._sent = bytearray()
         self._client_started = False
+        self._backlog: list[Event] = []
 
     @property
     def position(self) -> int:
@@ -155,6 +157,31 @@ class Replayer:
         self.check_sent(connection, now)
         replies = self.take_server_bytes()
         return connection.receive_data(replies, now) if replies else []
+
+    def wait(
+        self, connection: Connection, predicate: Callable[[Event], bool], now: float = 0.0
+    ) -> list[Event]:
+        """Exchange until an event matching ``predicate`` arrives; returns the events up to and with it.
+
+        Events that arrived after the match are kept for the next :meth:`wait`.
+
+        :raises ReplayMismatch: the connection sent something the recorded client did not, or the
+            recording ran out of broker frames before a matching event.
+        """
+        while True:
+            for index, event in enumerate(self._backlog):
+                if predicate(event):
+                    found = self._backlog[: index + 1]
+                    del self._backlog[: index + 1]
+                    return found
+            self.check_sent(connection, now)
+            replies = self.take_server_bytes()
+            if not replies:
+                raise ReplayMismatch(
+                    f"the recording has no more broker frames at frame {self._position}, and no event "
+                    f"matched; the events were {self._backlog}"
+                )
+            self._backlog += connection.receive_data(replies, now)
 
     def check_sent(self, connection: Connection, now: float = 0.0) -> None:
         """Drain the connection's pending output and check it against the recording's client frames.
