@@ -257,7 +257,9 @@ class Connection:
             if len(buf) < len(PROTOCOL_HEADER):
                 return []  # maybe a protocol header: wait for all of it
             self.state = ConnectionState.CLOSED
-            raise WrongProtocol(f"it answered with protocol header {bytes(buf[:8])!r}")
+            header = bytes(buf[:8])
+            buf.clear()
+            raise WrongProtocol(f"it answered with protocol header {header!r}")
         events: list[Event] = []
         pos = 0
         end = len(buf)
@@ -386,15 +388,17 @@ class Connection:
         state = self._channel(channel)
         if state.phase is ChannelPhase.CLOSING:
             return
+        # Encoded first: arguments that cannot be sent must leave the channel as it was.
+        frame = self._encode_method(
+            channel, _build(commands.Channel.Close, reply_code, reply_text, class_id, method_id)
+        )
         state.phase = ChannelPhase.CLOSING
         state.expected.clear()
         # The rest of a message being received is discarded with everything else the channel gets
         # from now on; what was received of it must not make the CloseOk look out of place.
         state.drop_content()
         state.close_event = ChannelClosed(channel, reply_code, reply_text, class_id, method_id, by_peer=False)
-        self._send_method(
-            channel, _build(commands.Channel.Close, reply_code, reply_text, class_id, method_id)
-        )
+        self._out.append(frame)
 
     def channel_flow(self, channel: int, active: bool) -> None:
         """Ask the broker to stop (``active=False``) or restart deliveries; answered by FlowOk."""
@@ -563,7 +567,6 @@ class Connection:
         """
         if nowait and not consumer_tag:
             raise LocalProtocolError("basic_consume with nowait=True needs a consumer_tag")
-        state = self._channel(channel)
         method = _build(
             commands.Basic.Consume,
             0,
@@ -577,7 +580,7 @@ class Connection:
         )
         self._sync(channel, method, None if nowait else commands.Basic.ConsumeOk, no_ack=no_ack)
         if nowait and no_ack:
-            state.no_ack_consumers.add(consumer_tag)
+            self._channels[channel].no_ack_consumers.add(consumer_tag)
 
     def basic_cancel(self, channel: int, consumer_tag: str, *, nowait: bool = False) -> None:
         method = _build(commands.Basic.Cancel, consumer_tag, nowait)

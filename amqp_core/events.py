@@ -208,7 +208,11 @@ class Returned(NamedTuple):
     """A mandatory (or immediate) publish the broker could not route (``Basic.Return`` with its content).
 
     ``publish_seq`` is the publisher-confirm sequence number of the publish it answers when the channel is
-    in confirm mode (the broker sends the return before the confirm of the same publish), else ``None``.
+    in confirm mode, else ``None``. The return itself does not name its publish; the core ties it to the
+    oldest unconfirmed mandatory publish to the same exchange and routing key (the broker sends the return
+    before the confirm of the same publish). ``None`` too when no such publish is outstanding. This is
+    exact unless publishes to one address can route differently while in flight (headers exchanges,
+    bindings changing meanwhile); see ``docs/core.md``.
     """
 
     channel: int
