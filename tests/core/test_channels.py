@@ -759,3 +759,18 @@ def test_publish_splits_bodies_to_frame_max() -> None:
     assert [len(f.value) for _c, f in frames[2:]] == [4088, 4088, 2064]
     assert b"".join(f.value for _c, f in frames[2:]) == body
     assert frames[1][1].body_size == len(body)
+
+
+def test_a_channel_close_that_cannot_be_encoded_leaves_the_channel_open() -> None:
+    peer = opened()
+    peer.open_channel()
+    with pytest.raises(LocalProtocolError):
+        peer.connection.close_channel(1, 200, "x" * 300)
+    assert peer.connection.data_to_send(0.0) == b""
+    peer.connection.close_channel(1)
+    assert [type(m) for m in peer.sent_methods()] == [commands.Channel.Close]
+
+
+def test_consume_before_the_connection_opens_is_a_connection_state_error() -> None:
+    with pytest.raises(ConnectionStateError):
+        Connection().basic_consume(1, "q", "tag", nowait=True, no_ack=True)
