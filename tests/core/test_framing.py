@@ -19,12 +19,12 @@ RECORDED = sorted(SCENARIOS)
 def split_points(size: int) -> range | list[int]:
     """Every offset inside a burst; for the one huge burst (a 300 kB message), a dense sample.
 
-    The huge burst is cut at every offset within its first and last kilobyte, around every frame boundary
-    and then every 1009 bytes; :func:`test_recorded_conversation_byte_by_byte` cuts it everywhere at once.
+    The huge burst is cut at every offset within its first and last 512 bytes, around every frame boundary
+    and then every 2003 bytes; :func:`test_recorded_conversation_byte_by_byte` cuts it everywhere at once.
     """
     if size <= 4096:
         return range(1, size)
-    return sorted({*range(1, 1024), *range(size - 1024, size), *range(1, size, 1009)})
+    return sorted({*range(1, 512), *range(size - 512, size), *range(1, size, 2003)})
 
 
 def near_frame_boundaries(data: bytes) -> list[int]:

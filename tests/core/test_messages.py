@@ -11,7 +11,9 @@ from pamqp import commands
 from amqp_core import (
     Connection,
     Delivery,
+    FrameTooLarge,
     GetOk,
+    LocalProtocolError,
     MethodReply,
     PublishConfirmed,
     RemoteProtocolError,
@@ -525,3 +527,20 @@ def test_multiple_zero_with_nothing_published_is_command_invalid() -> None:
     peer = confirming()
     with pytest.raises(RemoteProtocolError, match="only 0 were published"):
         peer.feed(method(1, commands.Basic.Ack(0, True)))
+
+
+def test_publish_with_a_header_value_that_cannot_be_encoded() -> None:
+    peer = consuming()
+    with pytest.raises(LocalProtocolError, match="cannot publish") as caught:
+        peer.connection.basic_publish(1, b"x", properties=commands.Basic.Properties(headers={"n": 2**70}))
+    assert not isinstance(caught.value, FrameTooLarge)
+    assert peer.connection.data_to_send(0.0) == b""
+
+
+def test_method_replies_compare_by_value() -> None:
+    reply = MethodReply(1, commands.Queue.DeclareOk("q", 1, 2))
+    assert reply == MethodReply(1, commands.Queue.DeclareOk("q", 1, 2))
+    assert reply != MethodReply(1, commands.Queue.DeclareOk("q", 1, 3))
+    assert reply != MethodReply(2, commands.Queue.DeclareOk("q", 1, 2))
+    assert reply != ("not", "an event")
+    assert len({reply, MethodReply(1, commands.Queue.DeclareOk("q", 1, 2))}) == 1

@@ -91,7 +91,7 @@ def interleaved_deliveries(draw: st.DrawFn) -> tuple[bytes, dict[int, list[tuple
                 tag,
                 body,
                 properties=draw(properties),
-                chunk=draw(st.sampled_from([1, 7, 64, 4088])),
+                chunk=draw(st.sampled_from([1, 7, 7, 64, 64, 4088, 4088])),
                 redelivered=draw(st.booleans()),
             )
         )
@@ -118,7 +118,7 @@ def split(data: bytes) -> list[bytes]:
     return frames
 
 
-@FAST
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(conversation=interleaved_deliveries(), cut=cuts)
 def test_random_interleaved_deliveries(
     conversation: tuple[bytes, dict[int, list[tuple[int, bytes]]]], cut: list[int]
@@ -203,7 +203,7 @@ def test_random_bytes_after_the_handshake(data: bytes, cut: list[int]) -> None:
     feed_hostile(consuming_connection(), chunked(data, cut))
 
 
-@FAST
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(frames=st.lists(envelope_frames(), max_size=12), cut=cuts)
 def test_random_frames_after_the_handshake(frames: list[bytes], cut: list[int]) -> None:
     stream = b"".join(frames)
@@ -256,7 +256,7 @@ def mutated_streams(draw: st.DrawFn) -> bytes:
     return bytes(stream)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stream=mutated_streams(), cut=cuts)
 def test_mutated_valid_streams(stream: bytes, cut: list[int]) -> None:
     feed_hostile(consuming_connection(), chunked(stream, [c % (len(stream) + 1) for c in cut]))
