@@ -245,7 +245,8 @@ class Connection:
     def receive_data(self, data: bytes, now: float) -> list[Event]:
         """Feed bytes from the socket; returns the events they complete.
 
-        :raises RemoteProtocolError: the broker broke the protocol (``Connection.Close`` is queued).
+        :raises RemoteProtocolError: the broker broke the protocol (``Connection.Close`` is queued; the
+            events decoded before the violation are in its ``events``).
         :raises HandshakeError: the broker refused the connection while it was being opened.
         """
         if self.state is ConnectionState.CLOSED or not data:
@@ -287,6 +288,9 @@ class Connection:
                 pos = frame_end + 1
                 if self.closed:  # the broker's Close: whatever follows it is not ours to read
                     break
+        except RemoteProtocolError as error:
+            error.events = events
+            raise
         finally:
             if self.closed:
                 buf.clear()  # nothing more will be read

@@ -11,6 +11,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .events import Event
+
 __all__ = [
     "AMQPCoreError",
     "AuthenticationRefused",
@@ -71,11 +76,16 @@ class StaleDelivery(LocalProtocolError):
 
 
 class RemoteProtocolError(AMQPCoreError):
-    """The broker violated the protocol; ``Connection.Close`` with :attr:`reply_code` is already queued."""
+    """The broker violated the protocol; ``Connection.Close`` with :attr:`reply_code` is already queued.
+
+    :attr:`events` holds the events that the same :meth:`~amqp_core.Connection.receive_data` call decoded
+    before the violation (a publisher confirm among them still counts).
+    """
 
     def __init__(self, message: str, reply_code: int) -> None:
         super().__init__(message)
         self.reply_code = reply_code
+        self.events: list[Event] = []
 
 
 class HandshakeError(AMQPCoreError):
