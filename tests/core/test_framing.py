@@ -215,3 +215,18 @@ def test_nothing_is_read_after_a_violation() -> None:
     assert peer.feed(b"\x01" * 5000) == []
     assert peer.connection.data_to_send(0.0) == b""
     assert len(peer.connection._in) == 0
+
+
+def test_events_before_a_violation_are_not_lost() -> None:
+    peer = opened()
+    peer.open_channel()
+    peer.connection.confirm_select(1)
+    peer.sent()
+    peer.feed(method(1, commands.Confirm.SelectOk()))
+    peer.connection.basic_publish(1, b"m")
+    peer.sent()
+    bad = bytearray(method(1, commands.Basic.QosOk()))
+    bad[-1] = 0
+    with pytest.raises(RemoteProtocolError) as caught:
+        peer.feed(deliver(1, 1), method(1, commands.Basic.Ack(1, False)), bytes(bad))
+    assert [type(e).__name__ for e in caught.value.events] == ["Delivery", "PublishConfirmed"]
