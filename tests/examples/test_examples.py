@@ -1,11 +1,10 @@
 """The programs in ``examples/``, each run as a subprocess against the real broker.
 
 The seed's programs hard-code their names ("test_queue", "hello", "task_queue", "logs", "rpc_queue", ...),
-and two of them even declare the "logs" exchange with different types. So they run in private vhosts, created
-with ``rabbitmqctl`` for this module and deleted afterwards, handed to them as ``AMQP_URL``: one for the
-programs whose names don't clash, one each for the direct and topic tutorials (``rabbitmqctl`` starts an
-Erlang VM per call, so vhosts are few and made in parallel). Producer/consumer pairs run together: the
-consumer is started, the test waits until the broker lists its consumer, runs the producer, asserts on what
+and two of them even declare the "logs" exchange with different types. So they run in a private vhost,
+created with ``rabbitmqctl`` for this module and deleted afterwards, handed to them as ``AMQP_URL``; before
+each test, the queues and exchanges those names denote are deleted. Producer/consumer pairs run together: the
+consumer is started, the test waits until the broker counts its consumer, runs the producer, asserts on what
 the consumer printed and stops it.
 """
 
@@ -14,17 +13,19 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from pamqp import base, commands, frame, header
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -32,9 +33,9 @@ TUTORIAL = EXAMPLES / "tutorial"
 BROKER = "amqp://guest:guest@127.0.0.1/"
 RABBITMQCTL = shutil.which("rabbitmqctl")
 
-# The private vhosts: "logs" is a fanout exchange in "shared" and a direct one in "direct"; "task_queue" is
-# a work queue in "shared" and bound to the "logs" / "topic_logs" exchanges in "direct" / "topic".
-VHOSTS = ("shared", "direct", "topic")
+# The names the seed's programs use.
+SEED_QUEUES = ("test_queue", "test", "hello", "task_queue", "rpc_queue")
+SEED_EXCHANGES = ("direct", "logs", "topic_logs")
 
 WAIT = 20.0  # seconds: the longest any single step may take
 
@@ -53,67 +54,121 @@ def rabbitmqctl(*args: str) -> str:
     return result.stdout
 
 
-def rabbitmqctl_all(commands: Sequence[Sequence[str]], *, check: bool = True) -> None:
-    """Runs several rabbitmqctl commands in parallel (each one starts an Erlang VM, ~1 s)."""
-    assert RABBITMQCTL is not None
-    processes = [
-        subprocess.Popen(
-            [RABBITMQCTL, "-q", *command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        for command in commands
-    ]
-    failures = []
-    for command, process in zip(commands, processes, strict=True):
-        output, _ = process.communicate(timeout=60)
-        if process.returncode != 0:
-            failures.append(f"rabbitmqctl {' '.join(command)}: {output}")
-    if check:
-        assert not failures, "\n".join(failures)
+def broker_call(vhost: str, *methods: base.Frame) -> base.Frame:
+    """Sends AMQP methods on a fresh connection and channel to ``vhost``, one after the other, and returns
+    the broker's reply to the last one, or the ``Channel.Close`` of the first one it refused.
+
+    Raw pamqp frames on a socket: the tests look at the broker without the aio_pika under test, and in
+    milliseconds where rabbitmqctl takes a second."""
+    assert methods
+    with socket.create_connection(("127.0.0.1", 5672), timeout=WAIT) as sock:
+        buffer = bytearray()
+
+        def send(value: base.Frame | header.ProtocolHeader, channel: int = 0) -> None:
+            sock.sendall(frame.marshal(value, channel))
+
+        def receive() -> base.Frame:
+            while True:
+                if len(buffer) >= 7:
+                    size = 7 + struct.unpack_from(">I", buffer, 3)[0] + 1
+                    if len(buffer) >= size:
+                        _, _, value = frame.unmarshal(bytes(buffer[:size]))
+                        del buffer[:size]
+                        if isinstance(value, base.Frame):
+                            return value
+                        continue  # a heartbeat
+                data = sock.recv(65536)
+                if not data:
+                    raise ConnectionError("the broker closed the connection")
+                buffer.extend(data)
+
+        send(header.ProtocolHeader())
+        assert isinstance(receive(), commands.Connection.Start)
+        send(commands.Connection.StartOk(response="\0guest\0guest"))
+        tune = receive()
+        assert isinstance(tune, commands.Connection.Tune)
+        send(commands.Connection.TuneOk(channel_max=tune.channel_max, frame_max=tune.frame_max, heartbeat=0))
+        send(commands.Connection.Open(virtual_host=vhost))
+        assert isinstance(receive(), commands.Connection.OpenOk)
+        send(commands.Channel.Open(), 1)
+        assert isinstance(receive(), commands.Channel.OpenOk)
+        for method in methods:
+            send(method, 1)
+            reply = receive()
+            if isinstance(reply, commands.Channel.Close):
+                break
+        send(commands.Connection.Close(reply_code=200, reply_text="Normal shutdown", class_id=0, method_id=0))
+        return reply
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def server_named_consumers(vhost: str, *programs: Program) -> int:
+    for program in programs:
+        program.check_running()
+    return rabbitmqctl("list_consumers", "-p", vhost, "--no-table-headers", "queue_name").count("amq.gen-")
+
+
+def queue_state(vhost: str, queue: str) -> tuple[int, int] | None:
+    """(ready messages, consumers) of ``queue``, or None when it does not exist."""
+    reply = broker_call(vhost, commands.Queue.Declare(queue=queue, passive=True))
+    if isinstance(reply, commands.Queue.DeclareOk):
+        return reply.message_count, reply.consumer_count
+    assert isinstance(reply, commands.Channel.Close) and reply.reply_code == 404, reply
+    return None
+
+
+def consumers(vhost: str, queue: str) -> int | None:
+    state = queue_state(vhost, queue)
+    return None if state is None else state[1]
+
+
+def exchange_exists(vhost: str, exchange: str) -> bool:
+    reply = broker_call(vhost, commands.Exchange.Declare(exchange=exchange, passive=True))
+    assert isinstance(reply, commands.Exchange.DeclareOk | commands.Channel.Close), reply
+    return isinstance(reply, commands.Exchange.DeclareOk)
 
 
 @pytest.fixture(scope="module")
-def vhosts() -> Iterator[dict[str, str]]:
+def private_vhost() -> Iterator[str]:
     if RABBITMQCTL is None:
-        pytest.skip("rabbitmqctl is needed to create the private vhosts the examples run in")
-    prefix = f"aio-pika-examples-{uuid.uuid4().hex[:8]}"
-    names = {key: f"{prefix}-{key}" for key in VHOSTS}
+        pytest.skip("rabbitmqctl is needed to create the private vhost the examples run in")
+    name = f"aio-pika-examples-{uuid.uuid4().hex[:12]}"
+    rabbitmqctl("add_vhost", name)
     try:
-        rabbitmqctl_all([["add_vhost", name] for name in names.values()])
-        rabbitmqctl_all(
-            [["set_permissions", "-p", name, "guest", ".*", ".*", ".*"] for name in names.values()]
-        )
-        yield names
+        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        yield name
     finally:
-        rabbitmqctl_all([["delete_vhost", name] for name in names.values()], check=False)
+        rabbitmqctl("delete_vhost", name)
 
 
-def table(vhost: str, what: str, *columns: str) -> list[list[str]]:
-    output = rabbitmqctl(what, "-p", vhost, "--no-table-headers", *columns)
-    return [line.split("\t") for line in output.splitlines() if line.strip()]
+@pytest.fixture
+def vhost(private_vhost: str) -> str:
+    """The private vhost, rid of what earlier tests' programs left there under the seed's fixed names."""
+    reply = broker_call(
+        private_vhost,
+        *(commands.Queue.Delete(queue=queue) for queue in SEED_QUEUES),
+        *(commands.Exchange.Delete(exchange=exchange) for exchange in SEED_EXCHANGES),
+    )
+    assert isinstance(reply, commands.Exchange.DeleteOk), reply  # deleting what is not there is no error
+    return private_vhost
 
 
 def wait_consumers(vhost: str, *programs: Program, queue: str, count: int = 1) -> None:
-    """Waits until the broker lists ``count`` consumers in ``vhost`` on ``queue`` (a name, or a prefix
-    ending in ``*``) while the ``programs`` run."""
+    """Waits, while the ``programs`` run, until ``queue`` in ``vhost`` has ``count`` consumers."""
     deadline = time.monotonic() + WAIT
-    while True:
+    while (consumers(vhost, queue) or 0) < count:
         for program in programs:
             program.check_running()
-        names = [row[0] for row in table(vhost, "list_consumers", "queue_name")]
-        if queue.endswith("*"):
-            matching = [name for name in names if name.startswith(queue[:-1])]
-        else:
-            matching = [name for name in names if name == queue]
-        if len(matching) >= count:
-            return
         if time.monotonic() > deadline:
             details = "\n".join(f"--- {program.name}:\n{program.output}" for program in programs)
             raise AssertionError(f"{count} consumer(s) on {queue} did not appear\n{details}")
-        time.sleep(0.2)
-
-
-def queue_names(vhost: str) -> list[str]:
-    return [row[0] for row in table(vhost, "list_queues", "name")]
+        time.sleep(0.05)
 
 
 # --- running the programs -------------------------------------------------------------------------
@@ -246,8 +301,7 @@ def background(script: Path, *args: str, env: dict[str, str]) -> Iterator[Progra
 # --- section 3: usage examples --------------------------------------------------------------------
 
 
-def test_simple_consumer_receives_what_simple_publisher_sends(vhosts: dict[str, str]) -> None:
-    vhost = vhosts["shared"]
+def test_simple_consumer_receives_what_simple_publisher_sends(vhost: str) -> None:
     env = example_env(vhost)
     with background(EXAMPLES / "simple_consumer.py", env=env) as consumer:
         wait_consumers(vhost, consumer, queue="test_queue")
@@ -256,17 +310,16 @@ def test_simple_consumer_receives_what_simple_publisher_sends(vhosts: dict[str, 
         assert consumer.wait_exit() == 0, consumer.output
     assert "b'Hello test_queue'" in consumer.output
     assert "Traceback" not in consumer.output
-    assert "test_queue" not in queue_names(vhost)  # auto_delete: gone with its consumer
+    wait_until(lambda: queue_state(vhost, "test_queue") is None, "the auto-delete queue to go")
 
 
-def test_get_single_message(vhosts: dict[str, str]) -> None:
-    vhost = vhosts["shared"]
+def test_get_single_message(vhost: str) -> None:
     # queue.get(timeout=5) raises QueueEmpty (exit 1) unless the published message came back.
     run(EXAMPLES / "get_single_message.py", env=example_env(vhost))
     # The program acked the message, unbound and deleted its queue; the auto-delete exchange went with
     # its last binding.
-    assert "test_queue" not in queue_names(vhost)
-    assert "direct" not in [row[0] for row in table(vhost, "list_exchanges", "name")]
+    assert queue_state(vhost, "test_queue") is None
+    wait_until(lambda: not exchange_exists(vhost, "direct"), "the auto-delete exchange to go")
 
 
 def free_port() -> int:
@@ -276,9 +329,8 @@ def free_port() -> int:
         return port
 
 
-def test_tornado_example_publishes_and_subscribes_over_http(vhosts: dict[str, str]) -> None:
+def test_tornado_example_publishes_and_subscribes_over_http(vhost: str) -> None:
     pytest.importorskip("tornado")
-    vhost = vhosts["shared"]
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with background(EXAMPLES / "tornado_pubsub.py", env=example_env(vhost, PORT=str(port))) as server:
@@ -296,8 +348,7 @@ def test_tornado_example_publishes_and_subscribes_over_http(vhosts: dict[str, st
 # --- section 5: the RabbitMQ tutorials ------------------------------------------------------------
 
 
-def test_tutorial_1_hello_world(vhosts: dict[str, str]) -> None:
-    vhost = vhosts["shared"]
+def test_tutorial_1_hello_world(vhost: str) -> None:
     env = example_env(vhost)
     with background(TUTORIAL / "receive.py", env=env) as receiver:
         wait_consumers(vhost, receiver, queue="hello")
@@ -307,8 +358,7 @@ def test_tutorial_1_hello_world(vhosts: dict[str, str]) -> None:
     assert output.index("Before sleep!") < output.index("After sleep!")
 
 
-def test_tutorial_2_work_queues_share_tasks_between_workers(vhosts: dict[str, str]) -> None:
-    vhost = vhosts["shared"]
+def test_tutorial_2_work_queues_share_tasks_between_workers(vhost: str) -> None:
     env = example_env(vhost)
     tasks = ["First message.", "Second message..", "Third message...", "Fourth message...."]
     with (
@@ -333,31 +383,26 @@ def test_tutorial_2_work_queues_share_tasks_between_workers(vhosts: dict[str, st
         assert any(line in worker1.output for line in lines)
         assert any(line in worker2.output for line in lines)
 
-        # `with message.process()` acked every task: nothing is left ready or unacknowledged.
-        deadline = time.monotonic() + WAIT
-        while ["task_queue", "0", "0"] not in (
-            rows := table(vhost, "list_queues", "name", "messages_ready", "messages_unacknowledged")
-        ):
-            assert time.monotonic() < deadline, f"tasks were not acked: {rows}"
-            time.sleep(0.2)
+    # `with message.process()` acked every task. The broker drops a stopped worker's consumer and requeues
+    # what it left unacknowledged in one step, so once the consumers are gone nothing may be ready again.
+    wait_until(lambda: consumers(vhost, "task_queue") == 0, "the workers' consumers to go")
+    assert queue_state(vhost, "task_queue") == (0, 0), "the workers left tasks unacknowledged"
 
 
-def test_tutorial_3_publish_subscribe_reaches_every_receiver(vhosts: dict[str, str]) -> None:
-    vhost = vhosts["shared"]
+def test_tutorial_3_publish_subscribe_reaches_every_receiver(vhost: str) -> None:
     env = example_env(vhost)
     with (
         background(TUTORIAL / "receive_logs.py", env=env) as receiver1,
         background(TUTORIAL / "receive_logs.py", env=env) as receiver2,
     ):
-        # Each receiver consumes from its own exclusive, server-named queue.
-        wait_consumers(vhost, receiver1, receiver2, queue="amq.gen-*", count=2)
+        # Each receiver consumes from its own exclusive, server-named queue: only rabbitmqctl can count them.
+        wait_until(lambda: server_named_consumers(vhost, receiver1, receiver2) == 2, "two receivers")
         run(TUTORIAL / "emit_log.py", "info:", "hello", "subscribers", env=env)
         for receiver in (receiver1, receiver2):
             receiver.wait_for(" [x] b'info: hello subscribers'")
 
 
-def test_tutorial_4_routing_delivers_only_the_bound_severities(vhosts: dict[str, str]) -> None:
-    vhost = vhosts["direct"]
+def test_tutorial_4_routing_delivers_only_the_bound_severities(vhost: str) -> None:
     env = example_env(vhost)
 
     usage = subprocess.run(
@@ -384,8 +429,7 @@ def test_tutorial_4_routing_delivers_only_the_bound_severities(vhosts: dict[str,
     assert "an info message" not in output
 
 
-def test_tutorial_5_topics_route_by_pattern(vhosts: dict[str, str]) -> None:
-    vhost = vhosts["topic"]
+def test_tutorial_5_topics_route_by_pattern(vhost: str) -> None:
     env = example_env(vhost)
     with background(TUTORIAL / "receive_logs_topic.py", "kern.*", "*.critical", env=env) as receiver:
         wait_consumers(vhost, receiver, queue="task_queue")
@@ -404,8 +448,7 @@ def test_tutorial_5_topics_route_by_pattern(vhosts: dict[str, str]) -> None:
     assert output.count("A critical kernel error") == 1
 
 
-def test_tutorial_6_rpc_computes_fib_30(vhosts: dict[str, str]) -> None:
-    vhost = vhosts["shared"]
+def test_tutorial_6_rpc_computes_fib_30(vhost: str) -> None:
     env = example_env(vhost)
     with background(TUTORIAL / "rpc_server.py", env=env) as server:
         wait_consumers(vhost, server, queue="rpc_queue")
