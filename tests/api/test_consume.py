@@ -330,15 +330,16 @@ async def test_iterator_stops_when_the_broker_cancels_the_consumer(
     queue = await channel.declare_queue(names.queue(), arguments=expiring())
     other = await connection.channel()
     seen = []
+    iterator = queue.iterator(no_ack=True)
 
     async def consume() -> None:
-        async for message in queue.iterator(no_ack=True):
+        async for message in iterator:
             seen.append(message.body)  # pragma: no cover
 
     with anyio.fail_after(WAIT):
         async with anyio.create_task_group() as group:
             group.start_soon(consume)
-            await wait_until(lambda: channel._consumers)
+            await wait_until(lambda: iterator.consumer_tag is not None)  # Basic.ConsumeOk arrived
             await other.queue_delete(queue.name)  # the broker sends Basic.Cancel to the consumer
     assert seen == []
     assert not channel.is_closed
@@ -346,13 +347,14 @@ async def test_iterator_stops_when_the_broker_cancels_the_consumer(
 
 async def test_iterator_stops_when_the_channel_closes(channel: aio_pika.Channel, names: Names) -> None:
     queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    iterator = queue.iterator()
 
     async def consume() -> None:
-        async for _message in queue.iterator():
+        async for _message in iterator:
             pass  # pragma: no cover
 
     with anyio.fail_after(WAIT):
         async with anyio.create_task_group() as group:
             group.start_soon(consume)
-            await wait_until(lambda: channel._consumers)
+            await wait_until(lambda: iterator.consumer_tag is not None)
             await channel.close()
