@@ -47,7 +47,7 @@ from .exchange import Exchange
 from .log import get_logger
 from .message import IncomingMessage, ReturnedMessage, settle_error
 from .queue import Queue
-from .tools import CallbackCollection, CallbackResult, Completed, Deferred, is_coroutine_callable
+from .tools import CallbackCollection, Completed, Deferred, is_coroutine_callable
 from .transaction import Transaction
 
 if TYPE_CHECKING:
@@ -253,7 +253,7 @@ class Channel(AbstractChannel):
         self._open_slot: _Slot | None = None
         self._closed_event: Event | None = None
         self._close_exc: BaseException | None = None  # why it closed (None: closed by the user)
-        self._pending_callbacks: CallbackResult | None = None
+        self._callbacks_done: Waiter[Any] | None = None
         self._prefetch_count = 0
         self._prefetch_size = 0
         self._global_qos = False
@@ -407,9 +407,9 @@ class Channel(AbstractChannel):
         event = self._closed_event
         if event is not None and not event.is_set():
             await event.wait()
-        pending, self._pending_callbacks = self._pending_callbacks, None
-        if pending is not None:
-            await pending
+        done, self._callbacks_done = self._callbacks_done, None
+        if done is not None:
+            await done.wait()
 
     def closed(self) -> Any:
         """An awaitable that completes once the channel is closed."""
@@ -467,12 +467,9 @@ class Channel(AbstractChannel):
             consumer.stop(exc, drop_pending=True)
         if self._closed_event is not None:
             self._closed_event.set()
-        result = self.close_callbacks(reason)
-        if isinstance(result, CallbackResult):
-            if user_close:
-                self._pending_callbacks = result  # awaited by close()
-            else:
-                connection._run_in_background(result)
+        callbacks_done = connection._run_in_background(self.close_callbacks(reason))
+        if user_close:
+            self._callbacks_done = callbacks_done  # close() waits for them
 
     # ---- synchronous commands -----------------------------------------------------------------------
 

@@ -440,7 +440,7 @@ class Connection(AbstractConnection):
         self._secret_waiters: deque[Any] = deque()
         self._close_called = False
         self._close_exc: BaseException | None = None  # why it closed (None: closed by the user)
-        self._closing_callbacks: list[CallbackResult] | None = None
+        self._closing_callbacks: list[backends.Waiter[Any]] | None = None
         self.close_callbacks = CallbackCollection(self)
         self.server_properties: dict[str, Any] = {}
         self.heartbeat = 0
@@ -607,6 +607,8 @@ class Connection(AbstractConnection):
         log.debug("Connected to %s", self)
 
     def _abort_connect(self) -> None:
+        if self._opened is not None:
+            self._opened.set_exception(AMQPConnectionError("the connection was closed while it was opening"))
         stream, self._stream = self._stream, None
         self._protocol = None
         self._wake = _nothing
@@ -791,18 +793,23 @@ class Connection(AbstractConnection):
     def _on_connection_close(self, exc: BaseException | None) -> None:
         """Called once the connection closed (``exc`` is None when the user closed it); a subclass hook."""
 
-    def _run_in_background(self, result: CallbackResult | Completed | Any) -> None:
-        """Run the coroutines some callbacks returned: awaited by close() while it runs, else in a task."""
+    def _run_in_background(self, result: CallbackResult | Completed | Any) -> backends.Waiter[Any] | None:
+        """Run the coroutines some callbacks returned, in a task; the waiter is set when they are done.
+
+        While the user closes the connection, ``close()`` waits for them too.
+        """
         if not isinstance(result, CallbackResult) or not result.awaitables:
-            return
+            return None
+        waiter = self._backend.create_waiter()
         if self._closing_callbacks is not None:
-            self._closing_callbacks.append(result)
-            return
+            self._closing_callbacks.append(waiter)
         try:
-            self._backend.spawn(_await, result, name="aio_pika callbacks")
+            self._backend.spawn(_await, result, waiter, name="aio_pika callbacks")
         except RuntimeError:
             log.warning("Callbacks not run, the connection's backend is closed: %r", result.awaitables)
             result.close()
+            waiter.set_result(None)
+        return waiter
 
     async def _heartbeat_loop(self, core: amqp_core.Connection) -> None:
         backend = self._backend
@@ -903,7 +910,7 @@ class Connection(AbstractConnection):
                     if stream is not None:
                         stream.abort()
             while pending:
-                await pending.pop(0)
+                await pending.pop(0).wait()
         finally:
             if self._closing_callbacks is pending:
                 self._closing_callbacks = None
@@ -959,8 +966,11 @@ def _nothing() -> None:
     return None
 
 
-async def _await(result: CallbackResult) -> None:
-    await result
+async def _await(result: CallbackResult, waiter: backends.Waiter[Any]) -> None:
+    try:
+        await result
+    finally:
+        waiter.set_result(None)
 
 
 # ---- connect() ------------------------------------------------------------------------------------------

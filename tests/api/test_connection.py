@@ -335,3 +335,29 @@ async def test_lost_connection_fails_pending_operations(backend_name: str) -> No
         assert len(reasons) == 1 and isinstance(reasons[0], exceptions.AMQPConnectionError)
         assert channel_reasons == reasons
         await connection.closed()
+
+
+async def test_close_while_connecting(backend_name: str) -> None:
+    import backends
+
+    with socket.socket() as server:  # accepts the TCP connection, never answers the protocol header
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        async with backends.create_backend(backend_name) as backend:
+            connection = aio_pika.Connection(f"amqp://guest:guest@127.0.0.1:{port}/", backend=backend)
+            errors: list[BaseException] = []
+
+            async def connect() -> None:
+                try:
+                    await connection.connect(timeout=10)
+                except BaseException as error:
+                    errors.append(error)
+
+            with anyio.fail_after(5):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(connect)
+                    await anyio.sleep(0.1)
+                    await connection.close()
+            assert len(errors) == 1 and isinstance(errors[0], exceptions.AMQPConnectionError)
+            assert connection.is_closed
