@@ -117,7 +117,7 @@ class RobustExchange(Exchange, AbstractRobustExchange):
         (an :class:`~aio_pika.exceptions.AMQPConnectionError`): the broker may or may not have the message,
         so publish it again once reconnected (the call waits for that).
         """
-        if self.channel._usable:
+        if self.channel._restored:  # the fast path (the channel's own publish checks that it is open)
             return super().publish(
                 message, routing_key, mandatory=mandatory, immediate=immediate, timeout=timeout
             )
