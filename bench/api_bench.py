@@ -72,14 +72,14 @@ SIZE_NAMES = {100: "100 B", 64 * KIB: "64 KiB", MIB: "1 MiB"}
 # scenario -> {body size: messages per run in a default run}. Sized so that aio-pika 10.2.1 spends one to
 # three seconds on each on a (busy) 2-core machine; the raw client and, by design, ours spend less.
 COUNTS: dict[str, dict[int, int]] = {
-    "publish_confirm_seq": {100: 1000, 64 * KIB: 500, MIB: 60},
-    "publish_confirm_500": {100: 4000, 64 * KIB: 1000, MIB: 100},
-    "publish_noconfirm": {100: 4000, 64 * KIB: 1000, MIB: 100},
-    "consume_callback": {100: 4000, 64 * KIB: 1000, MIB: 100},
-    "consume_iterator": {100: 4000, 64 * KIB: 1000, MIB: 100},
-    "get": {100: 1000},
-    "rpc": {100: 500},
-    "rpc_patterns": {100: 300},
+    "publish_confirm_seq": {100: 500, 64 * KIB: 300, MIB: 40},
+    "publish_confirm_500": {100: 2000, 64 * KIB: 500, MIB: 64},
+    "publish_noconfirm": {100: 2000, 64 * KIB: 500, MIB: 64},
+    "consume_callback": {100: 2000, 64 * KIB: 500, MIB: 64},
+    "consume_iterator": {100: 2000, 64 * KIB: 500, MIB: 64},
+    "get": {100: 500},
+    "rpc": {100: 200},
+    "rpc_patterns": {100: 200},
 }
 SCENARIOS = tuple(COUNTS)
 # The raw client's stand-in for each scenario (both consume styles are one raw consumer).
@@ -214,13 +214,17 @@ class TrioRuntime:
 
 @contextlib.asynccontextmanager
 async def api_connection(spec: Spec, rt: Any) -> Any:
-    """A connection through the public API: ``await connect()`` on asyncio, ``async with`` on trio."""
+    """A connection through the public API.
+
+    ``connection = await connect(url)`` as aio-pika users write it on the default asyncio backend;
+    ``async with connect(url, ...)`` on trio and on the anyio backend, whose tasks live in a task group.
+    """
     import aio_pika
 
     kwargs: dict[str, Any] = {}
     if spec.backend:
         kwargs["backend"] = spec.backend
-    if rt.name == "trio":
+    if rt.name == "trio" or spec.backend:
         async with aio_pika.connect(spec.url, **kwargs) as connection:
             yield connection
         return
@@ -502,23 +506,41 @@ async def api_memory_consume(spec: Spec, rt: Any, clock: Clock) -> dict[str, Any
 
 
 async def api_memory_idle(spec: Spec, rt: Any, clock: Clock) -> dict[str, Any]:
-    """RSS per idle connection (``count`` of them) and per channel (``count`` * 5 on one connection)."""
+    """Memory per idle connection (``count`` of them) and per channel (``count`` * 5 on one connection).
+
+    Two measures: the RSS delta (what the OS sees; coarse, the allocator may reuse freed pages) and the
+    Python heap delta from tracemalloc, started after a first connection and channel paid for imports.
+    """
+    import tracemalloc
+
     async with contextlib.AsyncExitStack() as stack:
         first = await stack.enter_async_context(api_connection(spec, rt))
-        await first.channel()  # the first connection and channel pay for lazy imports and caches
+        await first.channel()
         gc.collect()
-        before = rss_bytes()
+        tracemalloc.start()
+        rss_before, heap_before = rss_bytes(), tracemalloc.get_traced_memory()[0]
         for _ in range(spec.count):
             await stack.enter_async_context(api_connection(spec, rt))
         gc.collect()
-        per_connection = (rss_bytes() - before) / spec.count
+        rss_per_connection = (rss_bytes() - rss_before) / spec.count
+        heap_per_connection = (tracemalloc.get_traced_memory()[0] - heap_before) / spec.count
         channels = []
-        before = rss_bytes()
-        for _ in range(spec.count * 5):
+        n_channels = spec.count * 5
+        rss_before, heap_before = rss_bytes(), tracemalloc.get_traced_memory()[0]
+        for _ in range(n_channels):
             channels.append(await first.channel())
         gc.collect()
-        per_channel = (rss_bytes() - before) / (spec.count * 5)
-    return {"per_connection": per_connection, "per_channel": per_channel}
+        rss_per_channel = (rss_bytes() - rss_before) / n_channels
+        heap_per_channel = (tracemalloc.get_traced_memory()[0] - heap_before) / n_channels
+        tracemalloc.stop()
+    return {
+        "per_connection": rss_per_connection,
+        "per_channel": rss_per_channel,
+        "heap_per_connection": heap_per_connection,
+        "heap_per_channel": heap_per_channel,
+        "connections": spec.count,
+        "channels": n_channels,
+    }
 
 
 API_SCENARIOS: dict[str, Callable[[Spec, Any, Clock], Awaitable[dict[str, Any]]]] = {
@@ -988,7 +1010,7 @@ def main(argv: list[str] | None = None) -> int:
     memory: dict[str, dict[str, Any]] = {}
     if not args.no_memory:
         n = args.memory_messages or (1_000_000 if args.full else scaled(20_000, scale))
-        idle_n = 5 if args.quick else 20
+        idle_n = 10 if args.quick else 50
         for impl in impls:
             log(f"memory: {impl.name}: consuming {n:,} messages")
             tag = uuid.uuid4().hex[:8]
@@ -1041,6 +1063,7 @@ def render(
     load_before: str,
 ) -> str:
     names = [i.name for i in impls]
+    command = os.environ.get("BENCH_COMMAND") or f"bench/api_bench.py {shlex.join(sys.argv[1:])}"
     lines = [
         "# Performance",
         "",
@@ -1059,8 +1082,7 @@ def render(
         f"- Date: {started:%Y-%m-%d %H:%M %Z}, {int((finished - started).total_seconds())} s; "
         f"load average before {load_before}, after {load_average()} "
         "(other work on the machine skews the figures)",
-        f"- Command: `bench/run {shlex.join(sys.argv[1:])}`; "
-        f"{repeat} repetition(s) per figure, medians shown",
+        f"- Command: `{command}`; {repeat} repetition(s) per figure, medians shown",
         "",
         "## Throughput (native asyncio backend)",
         "",
@@ -1075,7 +1097,8 @@ def render(
             "## Memory",
             "",
             "| implementation | messages consumed | RSS after warm-up | RSS at the end "
-            "| growth after warm-up | RSS per idle connection | RSS per channel |",
+            "| growth after warm-up | per idle connection: RSS / Python heap "
+            "| per channel: RSS / Python heap |",
             "|---|--:|--:|--:|--:|--:|--:|",
         ]
         for name, parts in memory.items():
@@ -1087,7 +1110,8 @@ def render(
             else:
                 consumed, warm, end, growth = f"failed: {consume.get('error', '?')[:60]}", "—", "—", "—"
             if idle.get("ok"):
-                per_conn, per_chan = fmt_bytes(idle["per_connection"]), fmt_bytes(idle["per_channel"])
+                per_conn = f"{fmt_bytes(idle['per_connection'])} / {fmt_bytes(idle['heap_per_connection'])}"
+                per_chan = f"{fmt_bytes(idle['per_channel'])} / {fmt_bytes(idle['heap_per_channel'])}"
             else:
                 per_conn = per_chan = f"failed: {idle.get('error', '?')[:40]}"
             label = "aio-pika 10.2.1" if name == "reference" else name
@@ -1097,8 +1121,8 @@ def render(
     if backends:
         lines += [
             "| scenario | body | native asyncio msg/s | anyio on asyncio msg/s | trio msg/s | trio / native "
-            f"(target ≥ {TRIO_TARGET}) | CPU µs/msg native / anyio / trio |",
-            "|---|---|--:|--:|--:|--:|--:|",
+            f"(target ≥ {TRIO_TARGET}) | CPU µs/msg native / anyio / trio | trio / native by CPU |",
+            "|---|---|--:|--:|--:|--:|--:|--:|",
         ]
         for scenario, size, _count in backend_plan:
             got = {label: backends.get((scenario, size, label)) for label in ("native", "anyio", "trio")}
@@ -1109,12 +1133,15 @@ def render(
                 return fmt_rate(cell.rate) if cell.ok else f"failed: {cell.error[:50]}"
 
             rates = {k: (v.rate if v else None) for k, v in got.items()}
-            cpus = " / ".join(fmt_rate(v.cpu_us if v else None) for v in got.values())
+            cpu = {k: (v.cpu_us if v else None) for k, v in got.items()}
+            cpus = " / ".join(fmt_rate(value) for value in cpu.values())
+            # CPU per message, inverted: how trio's throughput would compare on an otherwise idle core.
+            cpu_ratio = ratio(cpu["native"], cpu["trio"])
             lines.append(
                 f"| {scenario} | {SIZE_NAMES[size]} | {rate_text(got['native'])} | "
                 f"{rate_text(got['anyio'])} | "
                 f"{rate_text(got['trio'])} | {fmt_ratio(ratio(rates['trio'], rates['native']), TRIO_TARGET)} "
-                f"| {cpus} |"
+                f"| {cpus} | {fmt_ratio(cpu_ratio)} |"
             )
     else:
         lines.append(
@@ -1126,6 +1153,9 @@ def render(
         lines += core_section(core)
     else:
         lines.append("Not run this time (`bench/run` runs it; `--no-core` skips it).")
+    findings = HERE / "findings.md"
+    if findings.exists():
+        lines += ["", findings.read_text().rstrip()]
     lines += ["", *NOTES]
     return "\n".join(lines) + "\n"
 
@@ -1165,8 +1195,9 @@ NOTES = [
     "- `publish_confirm_500` keeps 500 publishes in flight for 100 B and 64 KiB bodies and 64 for 1 MiB",
     "  (at most 64 MiB in flight); consumers use prefetch 1000 (100 B), 128 (64 KiB), 8 (1 MiB).",
     "- Memory: RSS from /proc/self/statm. The consume run refills the queue in 20 rounds and samples the",
-    "  RSS after each; growth is measured from the end of the first 10 %. Idle costs are RSS deltas over",
-    "  20 connections and 100 channels (after a first connection and channel paid for the imports).",
+    "  RSS after each; growth is measured from the end of the first 10 %. Idle costs are deltas over 50",
+    "  connections and 250 channels (10 and 50 with --quick), after a first connection and channel paid",
+    "  for the imports: the RSS (coarse: the allocator reuses pages) and the Python heap (tracemalloc).",
 ]
 
 
