@@ -692,17 +692,33 @@ class Channel(AbstractChannel):
         except LocalProtocolError as error:
             raise self._command_error(error) from None
         connection._wake()
+        connection._unflushed += len(body)
+        flushed = (
+            connection._flush_waiter() if connection._unflushed > connection.WRITE_BUFFER_LIMIT else None
+        )
         if seq is None:
-            return _DONE
+            if flushed is None:
+                return _DONE
+            return Deferred(lambda: self._wait_flushed(flushed, timeout))  # no warning if never awaited
         waiter = connection._backend.create_waiter()
         self._confirms[seq] = waiter
-        return self._wait_confirm(seq, waiter, timeout)
+        return self._wait_confirm(seq, waiter, timeout, flushed)
 
-    async def _wait_confirm(self, seq: int, waiter: Waiter[Any], timeout: TimeoutType) -> Any:
+    async def _wait_flushed(self, flushed: Waiter[Any], timeout: TimeoutType) -> None:
+        with self._connection._backend.timeout(timeout):
+            await flushed.wait()
+
+    async def _wait_confirm(
+        self, seq: int, waiter: Waiter[Any], timeout: TimeoutType, flushed: Waiter[Any] | None = None
+    ) -> Any:
         try:
             if timeout is None:
+                if flushed is not None:
+                    await flushed.wait()
                 return await waiter.wait()
             with self._connection._backend.timeout(timeout):
+                if flushed is not None:
+                    await flushed.wait()
                 return await waiter.wait()
         except BaseException:
             if self._confirms.get(seq) is waiter:

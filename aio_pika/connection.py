@@ -327,7 +327,14 @@ class _Protocol:
                 stream.wake_writer()  # handshake replies (StartOk, TuneOk, Open) come without events
 
     def data_to_send(self) -> bytes:
-        return self.core.data_to_send(self.time())
+        data = self.core.data_to_send(self.time())
+        connection = self.connection
+        if connection._unflushed:
+            connection._unflushed = 0
+            waiter, connection._flushed = connection._flushed, None
+            if waiter is not None:
+                waiter.set_result(None)  # publishers held back by the write buffer may go on
+        return data
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.connection._on_transport_lost(self, exc)
@@ -368,6 +375,9 @@ class Connection(AbstractConnection):
     """A connection to the broker. Use :func:`connect`; channels come from :meth:`channel`."""
 
     CHANNEL_CLASS: type[Channel] = Channel
+    #: Publishers wait for the backend to take the queued data once this many body bytes are unwritten
+    #: (the backend stops taking data while the socket is not writable: that is the back-pressure).
+    WRITE_BUFFER_LIMIT = 4 * 1024 * 1024
     PARAMETERS: tuple[ConnectionParameter, ...] = (
         ConnectionParameter(name="interleave", parser=parse_int, is_kwarg=True),
         ConnectionParameter(name="happy_eyeballs_delay", parser=float, is_kwarg=True),
@@ -445,6 +455,10 @@ class Connection(AbstractConnection):
         self.server_properties: dict[str, Any] = {}
         self.heartbeat = 0
         self.blocked: str | None = None  # the reason while the broker blocks our publishers
+        # Back-pressure for publishers: bytes published since the backend last pulled data_to_send(), and
+        # the waiter publishers share once that passes WRITE_BUFFER_LIMIT (set by the next pull).
+        self._unflushed = 0
+        self._flushed: backends.Waiter[Any] | None = None
 
     @classmethod
     def _parse_parameters(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -485,6 +499,13 @@ class Connection(AbstractConnection):
     @property
     def backend(self) -> backends.Backend | None:
         return self._backend
+
+    def _flush_waiter(self) -> backends.Waiter[Any]:
+        """The waiter set when the backend next takes the queued data (shared by every publisher)."""
+        waiter = self._flushed
+        if waiter is None:
+            waiter = self._flushed = self._backend.create_waiter()
+        return waiter
 
     def _require_core(self) -> amqp_core.Connection:
         if self._state is not _OPEN:
@@ -780,6 +801,9 @@ class Connection(AbstractConnection):
         if waiter is not None:
             waiter.set_result(None)
         secrets, self._secret_waiters = self._secret_waiters, deque()
+        flushed, self._flushed = self._flushed, None
+        if flushed is not None:
+            secrets.append(flushed)
         for waiter in secrets:
             waiter.set_exception(exc)
         channels, self._channels = self._channels, {}

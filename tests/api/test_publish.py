@@ -159,3 +159,21 @@ async def test_large_message(channel: aio_pika.Channel, names: Names) -> None:
     await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue.name)
     message = await queue.get(timeout=10, no_ack=True)
     assert message is not None and message.body == body and message.body_size == len(body)
+
+
+async def test_publishers_are_held_back_by_the_write_buffer(
+    connection: aio_pika.Connection, names: Names
+) -> None:
+    """A loop of unconfirmed publishes that never yields still lets the writer run: memory stays bounded."""
+    channel = await connection.channel(publisher_confirms=False)
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    body = b"x" * 65536
+    highest = 0
+    for _ in range(200):  # 12.5 MiB
+        await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue.name)
+        highest = max(highest, connection._unflushed)
+    assert highest <= connection.WRITE_BUFFER_LIMIT + len(body)
+    with anyio.fail_after(10):  # without confirms the queue may report them a moment later
+        while (await queue.declare()).message_count < 200:
+            await anyio.sleep(0.01)
+    await queue.purge()
