@@ -265,6 +265,7 @@ class Connection:
         pos = 0
         end = len(buf)
         unpack_header = _FRAME_HEADER.unpack_from
+        unpack_index = _METHOD_INDEX.unpack_from
         try:
             while end - pos >= 7:
                 frame_type, channel, size = unpack_header(buf, pos)
@@ -280,6 +281,11 @@ class Connection:
                         f"frame on channel {channel} does not end with the frame-end octet 0xCE",
                     )
                 if frame_type == FRAME_METHOD:
+                    if size > 4 and unpack_index(buf, pos + 7)[0] == _DELIVER:
+                        after = self._receive_whole_delivery(buf, pos, frame_end, end, channel, events)
+                        if after:
+                            pos = after
+                            continue
                     self._on_method(channel, buf, pos + 7, frame_end, events)
                 elif frame_type == FRAME_BODY:
                     self._on_body(channel, buf, pos + 7, frame_end, events)
@@ -764,6 +770,74 @@ class Connection:
         return frame
 
     # ---- receiving: envelope ------------------------------------------------------------------------
+
+    def _receive_whole_delivery(
+        self, buf: bytearray, pos: int, method_end: int, end: int, channel: int, events: list[Event]
+    ) -> int:
+        """The hot path: a Basic.Deliver whose header and single body frame are already in the buffer.
+
+        Decodes the three frames in one go and returns the position after them; returns 0 whenever
+        anything is unusual (split across reads, several body frames, a closing channel, bad bytes) so
+        the frame-by-frame path handles it, errors included.
+        """
+        state = self._channels.get(channel)
+        if (
+            state is None
+            or state.phase is not ChannelPhase.OPEN
+            or state.content_kind
+            or self.state is not _OPEN
+            or buf[method_end] != codec.FRAME_END
+        ):
+            return 0
+        header_pos = method_end + 1
+        if end - header_pos < 7:
+            return 0
+        frame_type, header_channel, size = _FRAME_HEADER.unpack_from(buf, header_pos)
+        header_end = header_pos + 7 + size
+        if (
+            frame_type != FRAME_HEADER
+            or header_channel != channel
+            or size > self._max_payload
+            or header_end >= end
+            or buf[header_end] != codec.FRAME_END
+        ):
+            return 0
+        try:
+            consumer_tag, delivery_tag, redelivered, exchange, routing_key = codec.decode_deliver(
+                buf, pos + 11, method_end
+            )
+            _class_id, body_size, properties = codec.decode_content_header(
+                buf, header_pos + 7, header_end, self.max_table_depth
+            )
+        except codec.DecodeError:
+            return 0
+        after: int = header_end + 1
+        if body_size:
+            if body_size > self.max_body_size or end - after < 7:
+                return 0
+            frame_type, body_channel, size = _FRAME_HEADER.unpack_from(buf, after)
+            body_end = after + 7 + size
+            if (
+                frame_type != FRAME_BODY
+                or body_channel != channel
+                or size != body_size
+                or body_end >= end
+                or buf[body_end] != codec.FRAME_END
+            ):
+                return 0
+            body = bytes(buf[after + 7 : body_end])
+            after = body_end + 1
+        else:
+            body = b""
+        if consumer_tag not in state.no_ack_consumers:
+            state.track_delivery(delivery_tag)
+        events.append(
+            Delivery(
+                channel, state.incarnation, consumer_tag, delivery_tag, redelivered, exchange, routing_key,
+                properties, body,
+            )
+        )  # fmt: skip
+        return after
 
     def _reject_frame(self, buf: bytearray, pos: int, frame_type: int, size: int) -> None:
         if self.state in _HANDSHAKE and frame_type not in _FRAME_TYPES:
