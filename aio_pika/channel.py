@@ -109,6 +109,7 @@ class _Consumer:
         "queue",
         "stopped",
         "tag",
+        "waking",
         "workers",
     )
 
@@ -135,6 +136,7 @@ class _Consumer:
         self.pending: deque[Any] = deque()  # messages (or awaitables) for the workers
         self.idle: list[Event] = []  # the wake-up events of the workers waiting for work
         self.workers = 0
+        self.waking = 0  # workers signalled (spawned or woken) that have not started looking at `pending`
         self.stopped = False
 
     def deliver(self, message: IncomingMessage) -> None:
@@ -153,29 +155,47 @@ class _Consumer:
             self._kick()
 
     def _kick(self) -> None:
+        """A message was queued for the workers: make sure one is coming for it."""
+        if not self.waking:
+            self._wake_one()
+
+    def _wake_one(self) -> None:
         if self.idle:
+            self.waking += 1
             self.idle.pop().set()
             return
         channel = self.channel
         limit = channel._prefetch_count or channel.DEFAULT_CONSUMER_CONCURRENCY
         if self.workers < limit:
             self.workers += 1
+            self.waking += 1
             try:
                 channel._connection._backend.spawn(self._work, name=f"aio_pika consumer {self.tag}")
             except RuntimeError:
                 self.workers -= 1
+                self.waking -= 1
                 log.warning("Cannot start a worker for consumer %r: the connection is closing", self.tag)
 
     async def _work(self) -> None:
+        """A worker: takes queued messages one at a time.
+
+        Before running a callback it wakes one more worker if messages are still queued, so when callbacks
+        block the work fans out (one more worker per loop iteration, up to the limit: messages are
+        processed concurrently), while callbacks that complete without blocking are all run by the first
+        worker, with no wake-up per message.
+        """
+        self.waking -= 1  # counted by _wake_one, which spawned this worker
         backend = self.channel._connection._backend
         event = backend.create_event()
         pending = self.pending
-        idle = self.idle
         callback = self.callback
+        woken = False
         try:
             while True:
                 while pending:
                     item = pending.popleft()
+                    if pending and not self.waking:
+                        self._wake_one()
                     try:
                         if isinstance(item, IncomingMessage):
                             await callback(item)
@@ -186,12 +206,18 @@ class _Consumer:
                 if self.stopped:
                     return
                 event.clear()
-                idle.append(event)
+                self.idle.append(event)
+                woken = True
                 await event.wait()
+                woken = False
+                self.waking -= 1
         finally:
             self.workers -= 1
-            if event in idle:
-                idle.remove(event)
+            if woken:
+                if event.is_set():
+                    self.waking -= 1  # woken, but cancelled before it could run
+                elif event in self.idle:
+                    self.idle.remove(event)
 
     def stop(self, exc: BaseException | None, drop_pending: bool) -> None:
         """No more deliveries: let the workers finish (dropping unstarted messages with ``drop_pending``)."""
@@ -207,6 +233,7 @@ class _Consumer:
             self.pending.clear()
         idle, self.idle = self.idle, []
         for event in idle:
+            self.waking += 1
             event.set()
         if self.on_stop is not None:
             try:

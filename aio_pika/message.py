@@ -35,6 +35,7 @@ __all__ = ("IncomingMessage", "Message", "ProcessContext", "ReturnedMessage")
 _Properties = commands.Basic.Properties
 _DONE = Completed()
 _set = object.__setattr__
+_DELIVERY_MODES = {1: DeliveryMode.NOT_PERSISTENT, 2: DeliveryMode.PERSISTENT}
 
 
 def encode_expiration(value: Any) -> str | None:
@@ -346,11 +347,7 @@ class IncomingMessage(Message, AbstractIncomingMessage):
         s(self, "content_type", props.content_type)
         s(self, "content_encoding", props.content_encoding)
         mode = props.delivery_mode
-        s(
-            self,
-            "delivery_mode",
-            DeliveryMode(mode) if mode in (1, 2) else (mode or DeliveryMode.NOT_PERSISTENT),
-        )
+        s(self, "delivery_mode", _DELIVERY_MODES.get(mode, mode or DeliveryMode.NOT_PERSISTENT))
         s(self, "priority", props.priority)
         correlation_id = props.correlation_id
         if correlation_id is not None and _BYTES_CORRELATION_IDS and correlation_id in _BYTES_CORRELATION_IDS:

@@ -217,6 +217,26 @@ async def test_coroutine_callbacks_run_concurrently_up_to_prefetch(
     assert consumer.workers <= prefetch  # a small pool of workers, not a task per message
 
 
+async def test_non_blocking_coroutine_callbacks_need_few_workers(
+    channel: aio_pika.Channel, names: Names
+) -> None:
+    """Callbacks that never block are run back to back by one worker: no task or wake-up per message."""
+    await channel.set_qos(prefetch_count=200)
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    done = 0
+
+    async def on_message(message: aio_pika.IncomingMessage) -> None:
+        nonlocal done
+        await message.ack()  # complete at once: does not suspend
+        done += 1
+
+    await queue.consume(on_message)
+    await publish(channel, queue, *[b"x"] * 300)
+    await wait_until(lambda: done == 300)
+    consumer = next(iter(channel._consumers.values()))
+    assert consumer.workers <= 4
+
+
 async def test_plain_callback_returning_a_coroutine(channel: aio_pika.Channel, names: Names) -> None:
     queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
     seen = anyio.Event()
