@@ -206,14 +206,14 @@ class RobustChannel(Channel, AbstractRobustChannel):
             register = getattr(self._connection, "_register_channel", None)
             if register is not None:
                 register(self)
-            self._begin_restore()
+            waiter = self._begin_restore()
             try:
                 await self._restore_open(retry_locked=False)
                 await self._restore_links(retry_locked=False)
             except BaseException as error:
-                self._end_restore(error)
+                self._end_restore(waiter, error)
                 raise
-            self._end_restore(None)
+            self._end_restore(waiter, None)
         await self.reopen_callbacks()
 
     # ---- restoring ------------------------------------------------------------------------------------
@@ -221,23 +221,28 @@ class RobustChannel(Channel, AbstractRobustChannel):
     def _should_restore(self) -> bool:
         return self.is_initialized and not self._close_called
 
-    def _begin_restore(self) -> None:
+    def _begin_restore(self) -> Waiter[Any]:
+        """A restore starts; the waiter it returns identifies it (and lets others wait for it)."""
         self._restoring = True
         self._set_restored(False)
-        self._reopening = self._connection._ensure_backend().create_waiter()
+        waiter = self._reopening = self._connection._ensure_backend().create_waiter()
+        return waiter
 
-    def _end_restore(self, error: BaseException | None) -> None:
+    def _end_restore(self, waiter: Waiter[Any], error: BaseException | None) -> None:
+        """The restore ``waiter`` identifies ended (a stale one, superseded by a newer one, is ignored)."""
+        if self._reopening is not waiter:
+            waiter.set_exception(ChannelInvalidStateError("superseded by a newer reopening"))
+            return
         self._restoring = False
-        waiter, self._reopening = self._reopening, None
+        self._reopening = None
         if error is None and not self.is_closed:
             self._set_restored(True)
-        if waiter is not None:
-            if error is None:
-                waiter.set_result(None)
-            else:
-                waiter.set_exception(
-                    error if isinstance(error, Exception) else ChannelInvalidStateError("reopening cancelled")
-                )
+        if error is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(
+                error if isinstance(error, Exception) else ChannelInvalidStateError("reopening cancelled")
+            )
 
     async def _attempt(self, what: str, step: Callable[[], Awaitable[Any]], retry_locked: bool) -> None:
         """Run one restore step. When the broker refuses it (a channel error), log it, reopen the channel and

@@ -254,21 +254,25 @@ class RobustConnection(Connection, AbstractRobustConnection):
         """Reopen every channel (same numbers) and restore it: first all the declarations, then all the
         bindings and consumers (a binding may need an exchange another channel declares)."""
         channels = [channel for channel in self._robust_channels if channel._should_restore()]
-        for channel in channels:
-            channel._begin_restore()
+        restores = [(channel, channel._begin_restore()) for channel in channels]
         try:
-            for channel in channels:
-                await channel._restore_open(retry_locked=True)
-            for channel in channels:
-                await channel._restore_links(retry_locked=True)
+            for phase in ("_restore_open", "_restore_links"):
+                for channel in channels:
+                    try:
+                        await getattr(channel, phase)(retry_locked=True)
+                    except Exception:
+                        if channel._close_called:
+                            continue  # the user closed it meanwhile: nothing to restore
+                        raise
         except BaseException as error:
-            for channel in channels:
-                channel._end_restore(error)
+            for channel, waiter in restores:
+                channel._end_restore(waiter, error)
             raise
+        for channel, waiter in restores:
+            channel._end_restore(waiter, None)
         for channel in channels:
-            channel._end_restore(None)
-        for channel in channels:
-            await channel.reopen_callbacks()
+            if not channel._close_called:
+                await channel.reopen_callbacks()
 
     def _drop(self, reason: BaseException | None) -> None:
         """Give up the current connection now: its channels close and the reconnection starts."""

@@ -594,3 +594,44 @@ async def test_reconnect_closed_and_ready(private_node: PrivateNode, backend_nam
                 await connection.ready()
             with pytest.raises(exceptions.ChannelInvalidStateError):
                 await connection.reconnect()
+
+
+async def test_restore_skips_what_the_broker_refuses(
+    private_node: PrivateNode, backend_name: str, names: Names, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A queue deleted behind the connection's back (declared passively here) cannot be restored: that is
+    logged and skipped, and the rest comes back. A channel closed during an outage stays closed."""
+    doomed_name = names.queue("doomed")
+
+    async def plain_channel_do(action: Callable[[aio_pika.Channel], Any]) -> None:
+        async with aio_pika.connect(private_node.url, backend=backend_name) as plain:
+            await action(await plain.channel())
+
+    with anyio.fail_after(LIMIT):
+        await plain_channel_do(lambda channel: channel.declare_queue(doomed_name))
+        async with aio_pika.connect_robust(robust_url(private_node), backend=backend_name) as connection:
+            reconnects = Reconnects(connection)
+            channel = await connection.channel()
+            other = await connection.channel()
+            doomed = await channel.get_queue(doomed_name)  # passive: checked again, passively
+            kept = await channel.declare_queue(names.queue("kept"), auto_delete=True)
+            inbox = Inbox()
+            await kept.consume(inbox)
+            await plain_channel_do(lambda channel: channel.queue_delete(doomed.name))
+
+            await in_thread(private_node.close_all_connections)
+            await reconnects.wait(1)
+            assert f"Could not restore the queue {doomed_name!r}" in caplog.text
+            assert not channel.is_closed
+            await channel.default_exchange.publish(aio_pika.Message(b"kept"), kept.name)
+            await inbox.wait_for(b"kept")
+
+            await in_thread(private_node.stop)
+            await wait_until(lambda: connection.reconnecting)
+            with anyio.fail_after(5):
+                await other.close()
+            await in_thread(private_node.start)
+            await reconnects.wait(2)
+            assert other.is_closed and not channel.is_closed
+            await channel.default_exchange.publish(aio_pika.Message(b"again"), kept.name)
+            await inbox.wait_for(b"again")
