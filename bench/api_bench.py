@@ -354,7 +354,8 @@ def start_rpc_server(spec: Spec) -> subprocess.Popen[str]:
 
 
 def stop_rpc_server(process: subprocess.Popen[str]) -> None:
-    process.send_signal(signal.SIGINT)
+    # SIGTERM, handled by the server: SIGINT may be ignored in processes started in the background.
+    process.send_signal(signal.SIGTERM)
     try:
         process.wait(10)
     except subprocess.TimeoutExpired:
@@ -390,9 +391,11 @@ async def rpc_server(spec: Spec) -> None:
                 )
 
         await queue.consume(on_request)
+    stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set_result, None)
     print("READY", flush=True)
     try:
-        await asyncio.Future()  # until SIGINT
+        await stop
     finally:
         await connection.close()
 
@@ -657,8 +660,7 @@ def rpc_server_main(spec_json: str) -> None:
     import asyncio
 
     spec = Spec(**json.loads(spec_json))
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(rpc_server(spec))
+    asyncio.run(rpc_server(spec))
 
 
 # =====================================================================================================
