@@ -117,10 +117,12 @@ class RobustExchange(Exchange, AbstractRobustExchange):
         (an :class:`~aio_pika.exceptions.AMQPConnectionError`): the broker may or may not have the message,
         so publish it again once reconnected (the call waits for that).
         """
-        if self.channel._restored:  # the fast path (the channel's own publish checks that it is open)
-            return super().publish(
-                message, routing_key, mandatory=mandatory, immediate=immediate, timeout=timeout
-            )
+        channel = self.channel
+        if channel._restored and not self.internal:
+            # The fast path, as Exchange.publish (the channel's _publish checks that it is open).
+            return channel._publish(self.name, routing_key, message, mandatory, immediate, timeout)
+        if self.internal:
+            raise ValueError(f"Can not publish to internal exchange: {self.name!r}!")
         return self._publish_when_ready(message, routing_key, mandatory, immediate, timeout)
 
     async def _publish_when_ready(
