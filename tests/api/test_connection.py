@@ -361,3 +361,62 @@ async def test_close_while_connecting(backend_name: str) -> None:
                     await connection.close()
             assert len(errors) == 1 and isinstance(errors[0], exceptions.AMQPConnectionError)
             assert connection.is_closed
+
+
+class FreezableProxy:
+    """A TCP proxy to the broker that can stop forwarding (a broker that hangs without closing sockets)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.frozen = threading.Event()
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen()
+        self.port = self.server.getsockname()[1]
+        self.sockets: list[socket.socket] = [self.server]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        try:
+            client, _ = self.server.accept()
+        except OSError:
+            return
+        upstream = socket.create_connection(("127.0.0.1", 5672))
+        self.sockets += [client, upstream]
+        for source, target in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pipe, args=(source, target), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                if not self.frozen.is_set():
+                    target.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
+
+async def test_heartbeat_timeout_detects_a_dead_broker(backend_name: str) -> None:
+    proxy = FreezableProxy()
+    try:
+        async with aio_pika.connect(
+            f"amqp://guest:guest@127.0.0.1:{proxy.port}/?heartbeat=1", backend=backend_name
+        ) as connection:
+            channel = await connection.channel()
+            reasons: list[BaseException | None] = []
+            connection.close_callbacks.add(lambda sender, exc: reasons.append(exc))
+            proxy.frozen.set()  # the broker goes silent
+            with anyio.fail_after(10), pytest.raises(exceptions.AMQPConnectionError, match="heartbeat"):
+                await channel.declare_queue(
+                    exclusive=True
+                )  # never answered: fails when the heartbeat times out
+            assert connection.is_closed
+            assert len(reasons) == 1 and "heartbeat" in str(reasons[0])
+    finally:
+        proxy.close()
