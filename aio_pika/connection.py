@@ -165,6 +165,25 @@ class _Settings:
         "vhost",
     )
 
+    auth: str
+    cadata: bytes | None
+    cafile: str | None
+    capath: str | None
+    certfile: str | None
+    channel_max: int
+    connect_timeout: float | None
+    connection_name: str | None
+    frame_max: int
+    heartbeat: int
+    host: str
+    keyfile: str | None
+    login: str
+    password: str
+    port: int
+    ssl: bool
+    verify: bool
+    vhost: str
+
     def __repr__(self) -> str:
         return f"<_Settings {self.login}@{self.host}:{self.port} vhost={self.vhost!r}>"
 
