@@ -97,6 +97,28 @@ async def test_ack_styles(connection: aio_pika.Connection, names: Names) -> None
     assert await ready_count(connection, queue.name) == 0
 
 
+async def test_multiple_ack_and_nack(connection: aio_pika.Connection, names: Names) -> None:
+    channel = await connection.channel()
+    queue = await channel.declare_queue(names.queue(), arguments=expiring())
+    await publish(channel, queue, b"1", b"2", b"3", b"4", b"5")
+    messages = [await queue.get(timeout=5) for _ in range(5)]
+    assert all(message is not None for message in messages)
+    await messages[1].ack(multiple=True)  # settles 1 and 2
+    with pytest.raises(exceptions.MessageProcessError):
+        messages[0].ack()  # already settled by the multiple ack: refused locally, the channel stays open
+    assert not channel.is_closed
+    await messages[4].nack(multiple=True, requeue=True)  # 3, 4 and 5 go back
+    await channel.close()
+    assert await ready_count(connection, queue.name) == 3
+
+
+async def test_exclusive_consumer(channel: aio_pika.Channel, names: Names) -> None:
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    await queue.consume(lambda message: None, exclusive=True, no_ack=True)
+    with pytest.raises(exceptions.ChannelAccessRefused):
+        await queue.consume(lambda message: None, no_ack=True)
+
+
 async def test_no_ack_consumer(channel: aio_pika.Channel, names: Names) -> None:
     queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
     received: list[aio_pika.IncomingMessage] = []
