@@ -698,7 +698,7 @@ class Connection(AbstractConnection):
                 else:
                     self._on_rare_event(event)
             except KeyError:
-                log.warning("Event for a channel this connection does not know: %r", event)
+                log.warning("Failed to route %r (unknown channel?)", event, exc_info=True)
             except Exception:
                 log.exception("Failed to handle %r", event)
 
