@@ -38,6 +38,7 @@ from amqp_core import (
     GetOk,
     HandshakeError,
     HeartbeatTimeout,
+    MechanismNotOffered,
     MethodReply,
     PublishConfirmed,
     RemoteProtocolError,
@@ -340,10 +341,10 @@ class _Protocol:
             return
         if events:
             connection._dispatch(events)
-        if connection._state is _CONNECTING:
+        if self.core.has_data_to_send:
             stream = self.stream
             if stream is not None:
-                stream.wake_writer()  # handshake replies (StartOk, TuneOk, Open) come without events
+                stream.wake_writer()  # replies the core queued while receiving (handshake, CloseOk, FlowOk…)
 
     def data_to_send(self) -> bytes:
         data = self.core.data_to_send(self.time())
@@ -661,7 +662,7 @@ class Connection(AbstractConnection):
 
     def _on_handshake_error(self, error: HandshakeError) -> None:
         if isinstance(error, AuthenticationRefused):
-            if "does not offer" in error.reason:
+            if isinstance(error, MechanismNotOffered):
                 exc: AMQPError = AuthenticationError(error.reason)
             else:
                 exc = ProbableAuthenticationError(error.reason)
@@ -709,14 +710,11 @@ class Connection(AbstractConnection):
             channels[event.channel]._on_opened()
         elif kind is ChannelClosed:
             channel = channels.get(event.channel)
-            self._wake()  # the core queued CloseOk when the broker closed it
             if channel is not None:
                 channel._on_closed(event.reply_code, event.reply_text, event.by_peer)
         elif kind is ConsumerCancelled:
-            self._wake()  # CancelOk
             channels[event.channel]._on_consumer_cancelled(event.consumer_tag)
         elif kind is ChannelFlow:
-            self._wake()  # FlowOk
             channels[event.channel]._on_flow(event.active)
         elif kind is ConnectionOpened:
             self.server_properties = dict(event.server_properties)
@@ -727,7 +725,6 @@ class Connection(AbstractConnection):
             if event.heartbeat:
                 self._backend.spawn(self._heartbeat_loop, self._core, name="aio_pika heartbeat")
         elif kind is ConnectionClosed:
-            self._wake()  # CloseOk, when the broker closed it
             if event.by_peer:
                 error = connection_closed_error(event.reply_code, event.reply_text)
                 log.warning("The broker closed the connection %s: %s", self, error)

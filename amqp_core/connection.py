@@ -32,6 +32,7 @@ from .errors import (
     ConnectionStateError,
     FrameTooLarge,
     LocalProtocolError,
+    MechanismNotOffered,
     RemoteProtocolError,
     StaleDelivery,
     WrongProtocol,
@@ -232,6 +233,11 @@ class Connection:
         self._out.append(PROTOCOL_HEADER)
         self.state = ConnectionState.AWAIT_START
         self._last_received = self._last_sent = now
+
+    @property
+    def has_data_to_send(self) -> bool:
+        """Whether frames are queued (commands, or replies queued automatically while receiving)."""
+        return bool(self._out)
 
     def data_to_send(self, now: float) -> bytes:
         """Everything queued for the socket since the last call (``b""`` when nothing is)."""
@@ -730,7 +736,9 @@ class Connection:
     ) -> None:
         self._require_open()
         state = self._channel(channel)
-        state.require_open()
+        if state.phase is ChannelPhase.CLOSING:
+            # An opening channel takes commands: the broker answers them in order after OpenOk.
+            state.require_open()
         frame = self._encode_method(channel, method)
         if reply is not None:
             replies = reply if isinstance(reply, tuple) else (reply,)
@@ -981,10 +989,7 @@ class Connection:
         mechanism = self._credentials.mechanism
         if mechanism not in offered:
             self.state = ConnectionState.CLOSED
-            raise AuthenticationRefused(
-                f"the broker does not offer the {mechanism} mechanism "
-                f"(it offers: {', '.join(offered) or 'none'})"
-            )
+            raise MechanismNotOffered(mechanism, offered)
         self.server_properties = dict(start.server_properties or {})
         self._out.append(self._start_ok)
         self.state = ConnectionState.AWAIT_TUNE

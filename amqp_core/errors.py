@@ -25,6 +25,7 @@ __all__ = [
     "FrameTooLarge",
     "HandshakeError",
     "LocalProtocolError",
+    "MechanismNotOffered",
     "RemoteProtocolError",
     "StaleDelivery",
     "UnknownDeliveryTag",
@@ -105,6 +106,17 @@ class AuthenticationRefused(HandshakeError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"the broker refused the credentials: {reason}")
         self.reason = reason
+
+
+class MechanismNotOffered(AuthenticationRefused):
+    """The broker does not offer the authentication mechanism the client was configured with."""
+
+    def __init__(self, mechanism: str, offered: list[str]) -> None:
+        super().__init__(
+            f"the broker does not offer the {mechanism} mechanism (it offers: {', '.join(offered) or 'none'})"
+        )
+        self.mechanism = mechanism
+        self.offered = offered
 
 
 class BrokerClosedDuringHandshake(HandshakeError):

@@ -182,10 +182,23 @@ def test_server_refuses_to_open_a_channel() -> None:
     assert event == ChannelClosed(1, 530, "NOT_ALLOWED", 20, 10)
 
 
+def test_commands_pipelined_behind_channel_open_are_answered_after_open_ok() -> None:
+    peer = opened()
+    peer.connection.open_channel()
+    peer.connection.confirm_select(1)
+    assert [type(m) for m in peer.sent_methods()] == [commands.Channel.Open, commands.Confirm.Select]
+    opened_event, reply = peer.feed(
+        method(1, commands.Channel.OpenOk()) + method(1, commands.Confirm.SelectOk())
+    )
+    assert isinstance(opened_event, ChannelOpened)
+    assert reply == MethodReply(1, commands.Confirm.SelectOk())
+
+
 def test_commands_on_a_channel_that_is_not_open() -> None:
     peer = opened()
     peer.connection.open_channel()
-    with pytest.raises(ChannelStateError, match="opening, not open"):
+    peer.connection.close_channel(1)
+    with pytest.raises(ChannelStateError, match="closing, not open"):
         peer.connection.queue_declare(1, "q")
     with pytest.raises(ChannelStateError, match="channel 5 is not open"):
         peer.connection.queue_declare(5, "q")
