@@ -20,6 +20,9 @@ from .base import Backend, Event, Stream, StreamProtocol, Waiter
 
 T = TypeVar("T")
 
+# Batches larger than this are written in slices of this size, each once the transport has room.
+_WRITE_SLICE = 256 * 1024
+
 
 class _AsyncioStream(Stream, asyncio.Protocol):
     """Both the Stream handed to the upper layer and the asyncio protocol of its transport."""
@@ -32,6 +35,8 @@ class _AsyncioStream(Stream, asyncio.Protocol):
         self._flush_scheduled = False
         self._wanted = False  # wake_writer was called and data_to_send has not been pulled since
         self._paused = False
+        # The rest of a large batch, written a slice at a time as the transport drains.
+        self._pending: memoryview | None = None
         self.lost: asyncio.Future[None] = loop.create_future()  # done after connection_lost
 
     # Stream
@@ -50,15 +55,35 @@ class _AsyncioStream(Stream, asyncio.Protocol):
         # own (while handling received records), not only inside our writes.
         if self._paused or self._transport.is_closing():
             return
-        self._wanted = False
-        data = self._protocol.data_to_send()
-        if data:
-            self._transport.write(data)
+        pending = self._pending
+        if pending is None:
+            self._wanted = False
+            data = self._protocol.data_to_send()
+            if len(data) <= _WRITE_SLICE:
+                if data:
+                    self._transport.write(data)
+                return
+            pending = memoryview(data)
+        # A large batch goes out a slice at a time, the next one only while the transport is not
+        # paused: before Python 3.12 the transport keeps unsent bytes in one bytearray and moves the
+        # whole rest of it after every send(), which is quadratic in the size of the backlog.
+        while pending and not self._paused and not self._transport.is_closing():
+            self._transport.write(pending[:_WRITE_SLICE])
+            pending = pending[_WRITE_SLICE:]
+        if pending:
+            self._pending = pending  # resume_writing goes on with it
+            return
+        self._pending = None
+        if self._wanted:
+            self.wake_writer()  # more was queued while the batch went out
 
     def close(self) -> None:
         if self._transport.is_closing():
             return
         # The last pull ignores back-pressure: the transport flushes its buffer before closing.
+        if self._pending is not None:
+            self._transport.write(self._pending)
+            self._pending = None
         data = self._protocol.data_to_send()
         if data:
             self._transport.write(data)
@@ -87,7 +112,7 @@ class _AsyncioStream(Stream, asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._paused = False
-        if self._wanted:
+        if self._wanted or self._pending is not None:
             self.wake_writer()
 
     def connection_lost(self, exc: Exception | None) -> None:
