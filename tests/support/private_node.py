@@ -905,6 +905,9 @@ class PrivateNode:
         # boot finished: rabbit:await_startup/3 through erl_call (what rabbitmqctl await_startup calls,
         # without the CLI's seconds of start-up), else rabbitmqctl await_startup itself.
         self._wait_for_listeners(deadline)
+        # A node launched long before anyone waits for it (the pool boots nodes in parallel) has its
+        # deadline behind it already: it still gets one full await_startup before it is given up on.
+        deadline = max(deadline, time.monotonic() + 30)
         while True:
             self._check_alive()
             remaining = deadline - time.monotonic()

@@ -3,7 +3,6 @@ close connections, and leave nothing behind. Raw ``amqp_core`` over blocking soc
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 import uuid
@@ -96,17 +95,9 @@ def shared_node_unaffected() -> None:
         assert not any(isinstance(event, ConnectionBlocked) for event in shared.events)
 
 
-FULL_RESTART = pytest.param(
-    True,
-    id="full-node-restart",
-    marks=pytest.mark.skipif(
-        not os.environ.get("PRIVATE_NODE_SLOW_TESTS"),
-        reason="a full node restart takes 10-15 s: set PRIVATE_NODE_SLOW_TESTS=1 to run it",
-    ),
+@pytest.mark.parametrize(
+    "full", [pytest.param(False, id="application-restart"), pytest.param(True, id="full-node-restart")]
 )
-
-
-@pytest.mark.parametrize("full", [pytest.param(False, id="application-restart"), FULL_RESTART])
 def test_restart_keeps_durable_queues_and_persistent_messages(private_node: PrivateNode, full: bool) -> None:
     durable, transient = unique("durable"), unique("transient")
     amqp = BlockingAMQP(private_node.host, private_node.amqp_port)
