@@ -346,8 +346,8 @@ class _Protocol:
             if stream is not None:
                 stream.wake_writer()  # replies the core queued while receiving (handshake, CloseOk, FlowOk…)
 
-    def data_to_send(self) -> bytes:
-        data = self.core.data_to_send(self.time())
+    def data_to_send(self) -> list[bytes | memoryview]:
+        data = self.core.data_to_send_pieces(self.time())
         connection = self.connection
         if connection._unflushed:
             connection._unflushed = 0

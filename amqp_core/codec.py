@@ -761,6 +761,57 @@ def encode_publish(
     an empty body has no body frame. Raises :class:`ValueError` when a shortstr is too long or the
     content header alone would not fit in ``frame_max``. Names are not validated: the broker does.
     """
+    return b"".join(
+        _publish_parts(channel, exchange, routing_key, mandatory, immediate, properties, body, frame_max)
+    )
+
+
+# Bodies from this size on are queued by reference (see encode_publish_parts) rather than copied.
+LARGE_BODY = 16 * 1024
+
+
+def encode_publish_parts(
+    channel: int,
+    exchange: str,
+    routing_key: str,
+    mandatory: bool,
+    immediate: bool,
+    properties: commands.Basic.Properties | None,
+    body: bytes,
+    frame_max: int,
+) -> list[bytes | memoryview]:
+    """:func:`encode_publish` without the final join, for large bodies.
+
+    Returns the wire bytes as pieces to be written in order: the frames before the body (one
+    ``bytes``), then the body's frames as ``memoryview`` slices of ``body`` itself, separated by the
+    8 bytes that end one body frame and start the next, then the final frame-end octet. No byte of
+    the body is copied, so ``body`` must not change until the pieces are written: only an immutable
+    ``bytes`` body of :data:`LARGE_BODY` bytes or more gets here pieces; anything else comes back as
+    one joined ``bytes`` (a one-item list).
+    """
+    parts = _publish_parts(channel, exchange, routing_key, mandatory, immediate, properties, body, frame_max)
+    if type(body) is not bytes or len(body) < LARGE_BODY:
+        return [b"".join(parts)]
+    # parts: the five pieces of the method and header frames, then (body-frame head, body slice)
+    # pairs, then the final frame-end. Join what precedes the first slice, and keep the slices.
+    pieces: list[bytes | memoryview] = [b"".join(parts[:6])]
+    last = len(parts) - 1
+    for index in range(6, last, 2):
+        pieces.append(parts[index])
+        pieces.append(parts[index + 1])  # the next body frame's head, or the final frame-end
+    return pieces
+
+
+def _publish_parts(
+    channel: int,
+    exchange: str,
+    routing_key: str,
+    mandatory: bool,
+    immediate: bool,
+    properties: commands.Basic.Properties | None,
+    body: bytes,
+    frame_max: int,
+) -> list[bytes | memoryview]:
     exchange_raw = _encode_shortstr(exchange, "exchange")
     routing_key_raw = _encode_shortstr(routing_key, "routing_key")
     props = encode_properties(properties)
@@ -800,7 +851,7 @@ def encode_publish(
     except struct.error as error:
         raise ValueError(f"cannot encode Basic.Publish: {error}") from None
     parts.append(_FRAME_END_BYTES)
-    return b"".join(parts)
+    return parts
 
 
 def encode_ack(channel: int, delivery_tag: int, multiple: bool) -> bytes:

@@ -206,7 +206,10 @@ class Connection:
         self._max_payload = MIN_FRAME_MAX - FRAME_OVERHEAD
 
         self._in = bytearray()
-        self._out: list[bytes] = []
+        # What is queued for the socket, in order. Large published bodies sit here by reference, as
+        # memoryview pieces (codec.encode_publish_parts); _out_pieces says whether any of them does.
+        self._out: list[bytes | memoryview] = []
+        self._out_pieces = False
         self._channels: dict[int, ChannelState] = {}
         self._incarnations = 0
         self._closing_reply: tuple[int, str] | None = None
@@ -241,12 +244,46 @@ class Connection:
 
     def data_to_send(self, now: float) -> bytes:
         """Everything queued for the socket since the last call (``b""`` when nothing is)."""
-        if not self._out:
+        out = self._out
+        if not out:
             return b""
-        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
-        self._out.clear()
+        data = b"".join(out) if len(out) > 1 or self._out_pieces else out[0]
+        out.clear()
+        self._out_pieces = False
         self._last_sent = now
-        return data
+        return bytes(data)  # out[0] is a memoryview only when _out_pieces
+
+    def data_to_send_pieces(self, now: float) -> list[bytes | memoryview]:
+        """:meth:`data_to_send` as pieces to be written in order, without copying large bodies.
+
+        Small frames come joined into one ``bytes`` per run; the body of a large published message
+        (:data:`codec.LARGE_BODY` bytes or more, given as ``bytes``) comes as ``memoryview`` slices of
+        the caller's own ``bytes`` object, so a socket can send it without any copy. Returns ``[]``
+        when nothing is queued.
+        """
+        out = self._out
+        if not out:
+            return []
+        self._last_sent = now
+        if not self._out_pieces:
+            data = b"".join(out) if len(out) > 1 else out[0]
+            out.clear()
+            return [data]
+        self._out_pieces = False
+        pieces: list[bytes | memoryview] = []
+        run: list[bytes | memoryview] = []
+        for item in out:
+            if len(item) >= codec.LARGE_BODY:
+                if run:
+                    pieces.append(b"".join(run) if len(run) > 1 else run[0])
+                    run = []
+                pieces.append(item)
+            else:
+                run.append(item)
+        if run:
+            pieces.append(b"".join(run) if len(run) > 1 else run[0])
+        out.clear()
+        return pieces
 
     def receive_data(self, data: bytes, now: float) -> list[Event]:
         """Feed bytes from the socket; returns the events they complete.
@@ -620,13 +657,22 @@ class Connection:
             state = self._channel(channel)
             state.require_open()
         try:
-            frames = codec.encode_publish(
-                channel, exchange, routing_key, mandatory, immediate, properties, body,
-                self.frame_max,
-            )  # fmt: skip
+            if len(body) < codec.LARGE_BODY or type(body) is not bytes:
+                self._out.append(
+                    codec.encode_publish(
+                        channel, exchange, routing_key, mandatory, immediate, properties, body,
+                        self.frame_max,
+                    )
+                )  # fmt: skip
+            else:
+                # Queued by reference: the body is written from the caller's bytes, never copied.
+                self._out += codec.encode_publish_parts(
+                    channel, exchange, routing_key, mandatory, immediate, properties, body,
+                    self.frame_max,
+                )  # fmt: skip
+                self._out_pieces = True
         except (ValueError, TypeError) as error:
             raise self._publish_error(properties, error) from error
-        self._out.append(frames)
         return state.next_publish(exchange, routing_key, mandatory)
 
     def basic_get(self, channel: int, queue: str, *, no_ack: bool = False) -> None:

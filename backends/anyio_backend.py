@@ -107,7 +107,12 @@ class _AnyioStream(Stream):
                     # Read before pulling, so that the pull after close() is the last one.
                     closing = self._closing
                     data = self._protocol.data_to_send()
-                    if data:
+                    if isinstance(data, list):
+                        # Large pieces by reference, not joined into a copy (anyio's streams take
+                        # any bytes-like object, though typed as bytes).
+                        for piece in data:
+                            await self._stream.send(cast(bytes, piece))
+                    elif data:
                         await self._stream.send(data)
                     if closing:
                         break

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+from collections import deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar, cast
@@ -36,7 +37,7 @@ class _AsyncioStream(Stream, asyncio.Protocol):
         self._wanted = False  # wake_writer was called and data_to_send has not been pulled since
         self._paused = False
         # The rest of a large batch, written a slice at a time as the transport drains.
-        self._pending: memoryview | None = None
+        self._pending: deque[bytes | memoryview] = deque()
         self.lost: asyncio.Future[None] = loop.create_future()  # done after connection_lost
 
     # Stream
@@ -56,24 +57,37 @@ class _AsyncioStream(Stream, asyncio.Protocol):
         if self._paused or self._transport.is_closing():
             return
         pending = self._pending
-        if pending is None:
+        if not pending:
             self._wanted = False
             data = self._protocol.data_to_send()
-            if len(data) <= _WRITE_SLICE:
-                if data:
-                    self._transport.write(data)
+            if isinstance(data, bytes):
+                if len(data) <= _WRITE_SLICE:
+                    if data:
+                        self._transport.write(data)
+                    return
+                pending.append(data)
+            elif len(data) == 1 and len(data[0]) <= _WRITE_SLICE:
+                self._transport.write(data[0])
                 return
-            pending = memoryview(data)
+            else:
+                pending.extend(data)
         # A large batch goes out a slice at a time, the next one only while the transport is not
         # paused: before Python 3.12 the transport keeps unsent bytes in one bytearray and moves the
-        # whole rest of it after every send(), which is quadratic in the size of the backlog.
-        while pending and not self._paused and not self._transport.is_closing():
-            self._transport.write(pending[:_WRITE_SLICE])
-            pending = pending[_WRITE_SLICE:]
+        # whole rest of it after every send(), which is quadratic in the size of the backlog. Pieces
+        # (large message bodies, by reference) are handed over as they are: when the transport has
+        # nothing buffered, it sends them straight from the caller's memory.
+        transport = self._transport
+        while pending and not self._paused and not transport.is_closing():
+            piece = pending[0]
+            if len(piece) > _WRITE_SLICE:
+                view = piece if type(piece) is memoryview else memoryview(piece)
+                transport.write(view[:_WRITE_SLICE])
+                pending[0] = view[_WRITE_SLICE:]
+            else:
+                transport.write(piece)
+                pending.popleft()
         if pending:
-            self._pending = pending  # resume_writing goes on with it
-            return
-        self._pending = None
+            return  # resume_writing goes on with it
         if self._wanted:
             self.wake_writer()  # more was queued while the batch went out
 
@@ -81,12 +95,16 @@ class _AsyncioStream(Stream, asyncio.Protocol):
         if self._transport.is_closing():
             return
         # The last pull ignores back-pressure: the transport flushes its buffer before closing.
-        if self._pending is not None:
-            self._transport.write(self._pending)
-            self._pending = None
+        pending = self._pending
         data = self._protocol.data_to_send()
-        if data:
-            self._transport.write(data)
+        if isinstance(data, bytes):
+            pending.append(data)
+        else:
+            pending.extend(data)
+        for piece in pending:
+            if piece:
+                self._transport.write(piece)
+        pending.clear()
         self._transport.close()
 
     def abort(self) -> None:
@@ -112,7 +130,7 @@ class _AsyncioStream(Stream, asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._paused = False
-        if self._wanted or self._pending is not None:
+        if self._wanted or self._pending:
             self.wake_writer()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -33,8 +33,13 @@ class StreamProtocol(Protocol):
     def data_received(self, data: bytes) -> None:
         """Called with each chunk of bytes received, in order."""
 
-    def data_to_send(self) -> bytes:
-        """Called when the backend is ready to write; returns everything pending, or ``b""``."""
+    def data_to_send(self) -> bytes | list[bytes | memoryview]:
+        """Called when the backend is ready to write; returns everything pending, or ``b""``.
+
+        Either one ``bytes``, or a list of bytes-like pieces to write in order (``[]``: nothing), so
+        that large payloads can reach the socket without first being copied into one buffer. A
+        piece stays valid until it is written; the backend may write it by reference.
+        """
 
     def connection_lost(self, exc: BaseException | None) -> None:
         """Called exactly once, after the stream has ended for whatever reason.
