@@ -75,6 +75,7 @@ DEFAULT_MAX_BODY_SIZE = 128 * 1024 * 1024  # RabbitMQ's own default max_message_
 _FRAME_TYPES = frozenset({FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT})
 _FRAME_HEADER = struct.Struct(">BHI")
 _METHOD_INDEX = struct.Struct(">I")
+_BODY_SIZE = struct.Struct(">Q")  # in a content header: after class-id and weight
 
 # Method indexes (class-id << 16 | method-id) of the frames decoded by hand.
 _DELIVER = commands.Basic.Deliver.index
@@ -856,16 +857,13 @@ class Connection:
             or buf[header_end] != codec.FRAME_END
         ):
             return 0
-        try:
-            consumer_tag, delivery_tag, redelivered, exchange, routing_key = codec.decode_deliver(
-                buf, pos + 11, method_end
-            )
-            _class_id, body_size, properties = codec.decode_content_header(
-                buf, header_pos + 7, header_end, self.max_table_depth
-            )
-        except codec.DecodeError:
+        if size < 14:
             return 0
+        # The body frame is checked before anything is decoded: a message split across reads (the
+        # common case with large bodies) costs no decoding here that the frame path would repeat.
+        body_size: int = _BODY_SIZE.unpack_from(buf, header_pos + 11)[0]
         after: int = header_end + 1
+        body_end = 0
         if body_size:
             if body_size > self.max_body_size or end - after < 7:
                 return 0
@@ -879,7 +877,18 @@ class Connection:
                 or buf[body_end] != codec.FRAME_END
             ):
                 return 0
-            body = bytes(buf[after + 7 : body_end])
+        try:
+            consumer_tag, delivery_tag, redelivered, exchange, routing_key = codec.decode_deliver(
+                buf, pos + 11, method_end
+            )
+            _class_id, _body_size, properties = codec.decode_content_header(
+                buf, header_pos + 7, header_end, self.max_table_depth
+            )
+        except codec.DecodeError:
+            return 0
+        if body_size:
+            start = after + 7
+            body = bytes(buf[start:body_end]) if body_size < 4096 else _copy_out(buf, start, body_end)
             after = body_end + 1
         else:
             body = b""
@@ -1216,12 +1225,13 @@ class Connection:
                 UNEXPECTED_FRAME,
                 f"content body on channel {channel} larger than its header announced",
             )
-        if size == remaining and not state.content_chunks:
-            self._content_complete(state, bytes(buf[start:end]), events)
-            return
         if not size:
             return  # an empty body frame: nothing to keep (a list entry per frame would add up)
-        state.content_chunks.append(bytes(buf[start:end]))
+        chunk = _copy_out(buf, start, end)
+        if size == remaining and not state.content_chunks:
+            self._content_complete(state, chunk, events)
+            return
+        state.content_chunks.append(chunk)
         state.content_remaining = remaining - size
         if size == remaining:
             body = b"".join(state.content_chunks)
@@ -1260,6 +1270,18 @@ class Connection:
             events.append(
                 Returned(state.number, reply_code, reply_text, exchange, routing_key, properties, body, seq)
             )
+
+
+def _copy_out(buf: bytearray, start: int, end: int) -> bytes:
+    """``bytes(buf[start:end])``, copied once for large slices (a bytearray slice is a second copy).
+
+    Through a view, released before the receive buffer is resized; small slices are quicker
+    without one.
+    """
+    if end - start < 4096:
+        return bytes(buf[start:end])
+    with memoryview(buf) as view:
+        return bytes(view[start:end])
 
 
 def _table(arguments: FieldTable | None) -> dict[str, Any]:

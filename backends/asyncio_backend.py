@@ -121,6 +121,9 @@ class _AsyncioStream(Stream, asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
+        # Resume (and write the next slice or piece) only once the transport's buffer is empty: the
+        # write then goes straight to send() from our memory instead of being copied behind a backlog.
+        self._transport.set_write_buffer_limits(high=_WRITE_SLICE // 4, low=0)
 
     def data_received(self, data: bytes) -> None:
         self._protocol.data_received(data)
