@@ -335,6 +335,8 @@ class Connection:
                     self._on_body(channel, buf, pos + 7, frame_end, events)
                 elif frame_type == FRAME_HEADER:
                     self._on_header(channel, buf, pos + 7, frame_end, events)
+                elif channel:
+                    raise self._violation(FRAME_ERROR, f"heartbeat frame on channel {channel}, not 0")
                 pos = frame_end + 1
                 if self.closed:  # the broker's Close: whatever follows it is not ours to read
                     break
@@ -1050,6 +1052,12 @@ class Connection:
         self.state = ConnectionState.AWAIT_TUNE
 
     def _on_tune(self, tune: commands.Connection.Tune) -> None:
+        if 0 < (tune.frame_max or 0) < MIN_FRAME_MAX:
+            raise self._violation(
+                SYNTAX_ERROR,
+                f"the broker proposed frame_max {tune.frame_max}, "
+                f"below the protocol's minimum of {MIN_FRAME_MAX}",
+            )
         self.channel_max = negotiate(self._wanted_channel_max, tune.channel_max) or 65535
         self.frame_max = negotiate(self._wanted_frame_max, tune.frame_max)
         self.heartbeat = negotiate(self._wanted_heartbeat, tune.heartbeat)

@@ -230,3 +230,10 @@ def test_events_before_a_violation_are_not_lost() -> None:
     with pytest.raises(RemoteProtocolError) as caught:
         peer.feed(deliver(1, 1), method(1, commands.Basic.Ack(1, False)), bytes(bad))
     assert [type(e).__name__ for e in caught.value.events] == ["Delivery", "PublishConfirmed"]
+
+
+def test_heartbeat_on_a_channel_other_than_zero_is_a_frame_error() -> None:
+    peer = opened()
+    with pytest.raises(RemoteProtocolError, match="heartbeat frame on channel 3") as caught:
+        peer.feed(b"\x08\x00\x03\x00\x00\x00\x00\xce")
+    assert caught.value.reply_code == 501

@@ -352,3 +352,12 @@ def test_mechanisms_that_are_not_utf8() -> None:
     connection.initiate(0.0)
     with pytest.raises(AuthenticationRefused, match="does not offer the PLAIN"):
         connection.receive_data(bytes(frame), 0.0)
+
+
+def test_a_tuned_frame_max_below_the_protocol_minimum_is_refused() -> None:
+    peer = Peer()
+    peer.start()
+    peer.sent()
+    with pytest.raises(RemoteProtocolError, match="below the protocol's minimum of 4096"):
+        peer.feed(method(0, commands.Connection.Tune(0, 1024, 0)))
+    assert peer.connection.closed
