@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pamqp import base, commands
 
@@ -75,7 +75,10 @@ DEFAULT_MAX_BODY_SIZE = 128 * 1024 * 1024  # RabbitMQ's own default max_message_
 _FRAME_TYPES = frozenset({FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT})
 _FRAME_HEADER = struct.Struct(">BHI")
 _METHOD_INDEX = struct.Struct(">I")
-_BODY_SIZE = struct.Struct(">Q")  # in a content header: after class-id and weight
+_BODY_SIZE = struct.Struct(">Q")
+# Reads from this size on are parsed in place (see receive_data) instead of being appended to the
+# receive buffer first.
+_IN_PLACE = 16 * 1024  # in a content header: after class-id and weight
 
 # Method indexes (class-id << 16 | method-id) of the frames decoded by hand.
 _DELIVER = commands.Basic.Deliver.index
@@ -207,6 +210,7 @@ class Connection:
         self._max_payload = MIN_FRAME_MAX - FRAME_OVERHEAD
 
         self._in = bytearray()
+        self._parsed = 0  # where the last _parse stopped
         # What is queued for the socket, in order. Large published bodies sit here by reference, as
         # memoryview pieces (codec.encode_publish_parts); _out_pieces says whether any of them does.
         self._out: list[bytes | memoryview] = []
@@ -297,6 +301,40 @@ class Connection:
             return []
         self._last_received = now
         buf = self._in
+        events: list[Event] = []
+        if self.state is _OPEN and len(data) >= _IN_PLACE:
+            # A large read is parsed where it is rather than first appended to the receive buffer:
+            # only what ends up incomplete at its end is copied. A frame left waiting in the buffer
+            # is completed first, when it is a large one (a body frame, typically) and the read holds
+            # the rest of it; otherwise (small frames, as in a stream of small messages) the
+            # buffered path below is as quick.
+            start = 0
+            if buf:
+                start = -1
+                if len(buf) >= 7:
+                    # The header of a buffered frame was checked when it arrived (size, type).
+                    missing = 8 + _FRAME_HEADER.unpack_from(buf, 0)[2] - len(buf)
+                    if missing >= codec.LARGE_BODY // 4 and missing <= len(data):
+                        buf += memoryview(data)[:missing]
+                        self._receive_buffered(buf, events)  # exactly that frame
+                        start = missing
+            if start >= 0:
+                if self.closed:
+                    return events
+                pos = start
+                try:
+                    pos = self._parse(data, start, events)
+                except RemoteProtocolError as error:
+                    error.events = events
+                    raise
+                finally:
+                    if self.closed:
+                        buf.clear()
+                    else:
+                        pos = self._parsed
+                        if pos < len(data):
+                            buf += memoryview(data)[pos:]
+                return events
         buf += data
         if self.state is ConnectionState.AWAIT_START and buf[:4] == b"AMQP"[: len(buf)]:
             if len(buf) < len(PROTOCOL_HEADER):
@@ -305,41 +343,13 @@ class Connection:
             header = bytes(buf[:8])
             buf.clear()
             raise WrongProtocol(f"it answered with protocol header {header!r}")
-        events: list[Event] = []
-        pos = 0
-        end = len(buf)
-        unpack_header = _FRAME_HEADER.unpack_from
-        unpack_index = _METHOD_INDEX.unpack_from
+        self._receive_buffered(buf, events)
+        return events
+
+    def _receive_buffered(self, buf: bytearray, events: list[Event]) -> None:
+        """Read the whole frames in the receive buffer, and drop them from it."""
         try:
-            while end - pos >= 7:
-                frame_type, channel, size = unpack_header(buf, pos)
-                # Checked from the 7-byte header alone, before any of the payload is waited for.
-                if size > self._max_payload or frame_type not in _FRAME_TYPES:
-                    self._reject_frame(buf, pos, frame_type, size)
-                frame_end = pos + 7 + size
-                if frame_end >= end:
-                    break  # need more data
-                if buf[frame_end] != codec.FRAME_END:
-                    raise self._violation(
-                        FRAME_ERROR,
-                        f"frame on channel {channel} does not end with the frame-end octet 0xCE",
-                    )
-                if frame_type == FRAME_METHOD:
-                    if size > 4 and unpack_index(buf, pos + 7)[0] == _DELIVER:
-                        after = self._receive_whole_delivery(buf, pos, frame_end, end, channel, events)
-                        if after:
-                            pos = after
-                            continue
-                    self._on_method(channel, buf, pos + 7, frame_end, events)
-                elif frame_type == FRAME_BODY:
-                    self._on_body(channel, buf, pos + 7, frame_end, events)
-                elif frame_type == FRAME_HEADER:
-                    self._on_header(channel, buf, pos + 7, frame_end, events)
-                elif channel:
-                    raise self._violation(FRAME_ERROR, f"heartbeat frame on channel {channel}, not 0")
-                pos = frame_end + 1
-                if self.closed:  # the broker's Close: whatever follows it is not ours to read
-                    break
+            self._parse(buf, 0, events)
         except RemoteProtocolError as error:
             error.events = events
             raise
@@ -347,8 +357,49 @@ class Connection:
             if self.closed:
                 buf.clear()  # nothing more will be read
             else:
-                del buf[:pos]
-        return events
+                del buf[: self._parsed]
+
+    def _parse(self, buf: bytes | bytearray, pos: int, events: list[Event]) -> int:
+        """Handle the whole frames in ``buf`` from ``pos`` on; returns (and leaves in ``_parsed``,
+        also when it raises) the position of the first byte not read."""
+        end = len(buf)
+        unpack_header = _FRAME_HEADER.unpack_from
+        unpack_index = _METHOD_INDEX.unpack_from
+        # The frame handlers take the buffer as a bytearray; a bytes object reads the same way.
+        src = cast(bytearray, buf)
+        try:
+            while end - pos >= 7:
+                frame_type, channel, size = unpack_header(src, pos)
+                # Checked from the 7-byte header alone, before any of the payload is waited for.
+                if size > self._max_payload or frame_type not in _FRAME_TYPES:
+                    self._reject_frame(src, pos, frame_type, size)
+                frame_end = pos + 7 + size
+                if frame_end >= end:
+                    break  # need more data
+                if src[frame_end] != codec.FRAME_END:
+                    raise self._violation(
+                        FRAME_ERROR,
+                        f"frame on channel {channel} does not end with the frame-end octet 0xCE",
+                    )
+                if frame_type == FRAME_METHOD:
+                    if size > 4 and unpack_index(src, pos + 7)[0] == _DELIVER:
+                        after = self._receive_whole_delivery(src, pos, frame_end, end, channel, events)
+                        if after:
+                            pos = after
+                            continue
+                    self._on_method(channel, src, pos + 7, frame_end, events)
+                elif frame_type == FRAME_BODY:
+                    self._on_body(channel, src, pos + 7, frame_end, events)
+                elif frame_type == FRAME_HEADER:
+                    self._on_header(channel, src, pos + 7, frame_end, events)
+                elif channel:
+                    raise self._violation(FRAME_ERROR, f"heartbeat frame on channel {channel}, not 0")
+                pos = frame_end + 1
+                if self.closed:  # the broker's Close: whatever follows it is not ours to read
+                    break
+        finally:
+            self._parsed = pos
+        return pos
 
     def receive_eof(self) -> list[Event]:
         """The socket reached end of stream.

@@ -10,7 +10,18 @@ from pamqp import commands
 
 from amqp_core import Connection, Delivery, RemoteProtocolError
 
-from .peer import HEARTBEAT, Peer, decode_all, deliver, load, method, opened, outcome, run_recorded
+from .peer import (
+    HEARTBEAT,
+    Peer,
+    chunked,
+    decode_all,
+    deliver,
+    load,
+    method,
+    opened,
+    outcome,
+    run_recorded,
+)
 from .scenarios import SCENARIOS
 
 RECORDED = sorted(SCENARIOS)
@@ -81,6 +92,40 @@ def test_three_way_splits_of_interleaved_deliveries() -> None:
         for second in range(first, len(stream), 7):
             pieces = [stream[:first], stream[first:second], stream[second:]]
             assert outcome(copy.deepcopy(peer.connection), pieces) == reference
+
+
+def test_large_reads_decode_like_one_read() -> None:
+    """Reads of 16 KiB and more are parsed in place, with a large waiting frame completed first.
+
+    Small, single-frame and multi-frame deliveries on two channels with heartbeats between them, cut
+    into reads of random sizes (small ones too, so that both paths meet) and at every offset around
+    the frame boundaries of one large message.
+    """
+    import random
+
+    peer = opened()  # frame_max 131072
+    peer.open_channel()
+    peer.open_channel()
+    rng = random.Random(5)
+    stream = b"".join(
+        deliver(1 + tag % 2, 1 + tag // 2, bytes([tag]) * size, chunk=131072 - 8) + HEARTBEAT * (tag % 3 == 0)
+        for tag, size in enumerate([100, 70_000, 0, 300_000, 20_000, 131064, 131065, 5, 1_000_000, 64])
+    )
+    reference = outcome(copy.deepcopy(peer.connection), [stream])
+    assert [type(e) for e in reference[0]] == [Delivery] * 10
+    for _ in range(40):
+        cuts, point = [], 0
+        while point < len(stream):
+            point += rng.choice([rng.randrange(1, 300), rng.randrange(16 * 1024, 300 * 1024)])
+            cuts.append(point)
+        connection = copy.deepcopy(peer.connection)
+        assert outcome(connection, chunked(stream, cuts)) == reference
+        assert not connection._in
+    big = deliver(1, 1, b"x" * 300_000, chunk=131072 - 8)
+    reference = outcome(copy.deepcopy(peer.connection), [big])
+    for first in near_frame_boundaries(big):
+        for second in (first + 16 * 1024, first + 131072, first + 200_000):
+            assert outcome(copy.deepcopy(peer.connection), chunked(big, [first, second])) == reference
 
 
 def test_recordings_hold_the_scenarios() -> None:
