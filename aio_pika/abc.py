@@ -11,12 +11,14 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
 from enum import Enum, IntEnum, unique
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, Union
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, Union
 
 if TYPE_CHECKING:
     from pamqp import commands
 
     from .tools import CallbackCollection
+
+from .tools import CallbackSetType, CallbackType
 
 __all__ = (
     "MILLISECONDS",
@@ -33,6 +35,12 @@ __all__ = (
     "AbstractRobustExchange",
     "AbstractRobustQueue",
     "AbstractTransaction",
+    "CallbackSetType",
+    "CallbackType",
+    "ChannelCloseCallback",
+    "ConnectionCloseCallback",
+    "ConnectionParameter",
+    "ConnectionType",
     "ConsumerTag",
     "DateType",
     "DeclarationResult",
@@ -42,6 +50,7 @@ __all__ = (
     "FieldValue",
     "HeadersType",
     "MessageInfo",
+    "PublishResultType",
     "SSLOptions",
     "TimeoutType",
     "TransactionState",
@@ -92,6 +101,24 @@ class TransactionState(str, Enum):  # noqa: UP042 - str() as in aio-pika
     COMMITED = "commited"
     ROLLED_BACK = "rolled back"
     STARTED = "started"
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectionParameter:
+    """A URL query parameter of the connection, as aio-pika describes them (``parse`` a raw value)."""
+
+    name: str
+    parser: Callable[[str], Any]
+    default: str | None = None
+    is_kwarg: bool = False
+
+    def parse(self, value: str | None) -> Any:
+        if value is None:
+            return self.default
+        try:
+            return self.parser(value)
+        except ValueError:
+            return self.default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -509,3 +536,10 @@ class AbstractRobustChannel(AbstractChannel):
 
 class AbstractRobustConnection(AbstractConnection):
     reconnect_callbacks: CallbackCollection
+
+
+# What a confirmed publish returns: the broker's Basic.Ack (or the ReturnedMessage of an unroutable one).
+PublishResultType = Any
+ChannelCloseCallback = Callable[[AbstractChannel | None, BaseException | None], Any]
+ConnectionCloseCallback = Callable[[AbstractConnection | None, BaseException | None], Any]
+ConnectionType = TypeVar("ConnectionType", bound=AbstractConnection)

@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import inspect
 import threading
-from collections.abc import Awaitable, Callable, Generator, Iterator, MutableSet
+import warnings
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping, MutableSet
+from collections.abc import Set as AbstractSet
 from itertools import chain
 from typing import Any
-from weakref import ReferenceType, WeakSet, ref
+from weakref import ReferenceType, WeakMethod, WeakSet, ref
 
 from .log import get_logger
 
 log = get_logger(__name__)
 
-__all__ = ("STUB_AWAITABLE", "CallbackCollection", "CallbackResult", "Completed", "Deferred")
+__all__ = (
+    "STUB_AWAITABLE",
+    "CallbackCollection",
+    "CallbackResult",
+    "CallbackSetType",
+    "CallbackType",
+    "Completed",
+    "Deferred",
+    "create_task",
+    "ensure_awaitable",
+    "iscoroutinepartial",
+    "weak_method_callback",
+)
+
+# aio-pika's names for the callback types (a callback is called as ``callback(sender, *args)``).
+CallbackType = Callable[..., Any]
+CallbackSetType = AbstractSet[CallbackType]
 
 
 class Completed:
@@ -210,3 +230,68 @@ def is_coroutine_callable(callback: Callable[..., Any]) -> bool:
         return True
     call = getattr(callback, "__call__", None)  # noqa: B004 - the bound __call__ of a callable object
     return call is not None and inspect.iscoroutinefunction(call)
+
+
+def arguments_dict(arguments: Any) -> dict[str, Any]:
+    """A copy of the ``arguments`` table of a queue or exchange; TypeError naming it if it is no mapping."""
+    if not arguments:
+        return {}
+    if not isinstance(arguments, Mapping):
+        raise TypeError(f"arguments must be a dict, not {type(arguments).__name__}")
+    return dict(arguments)
+
+
+def iscoroutinepartial(fn: Callable[..., Any]) -> bool:
+    """Deprecated in aio-pika: use :func:`inspect.iscoroutinefunction`."""
+    warnings.warn("Use inspect.iscoroutinefunction() instead.", DeprecationWarning, stacklevel=2)
+    return is_coroutine_callable(fn)
+
+
+def ensure_awaitable(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """``func`` as a coroutine function: a plain function's result is returned from a coroutine."""
+    if is_coroutine_callable(func):
+        return func
+
+    @functools.wraps(func)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        result = func(*args, **kwargs)
+        if inspect.isawaitable(result):
+            return await result
+        return result
+
+    return wrapper
+
+
+def weak_method_callback(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A bound method as a callable that does not keep its instance alive (a no-op once it is gone)."""
+    reference = WeakMethod(method)  # type: ignore[arg-type]
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        target = reference()
+        if target is None:
+            return None
+        return target(*args, **kwargs)
+
+    return wrapper
+
+
+def create_task(func: Callable[..., Any], *args: Any, loop: Any = None, **kwargs: Any) -> Awaitable[Any]:
+    """aio-pika's helper (asyncio only): run ``func(*args, **kwargs)`` as a task, or a plain function soon.
+
+    Kept for code that imports it; the library itself does not use it (it runs on trio too).
+    """
+    loop = loop or asyncio.get_running_loop()
+    if is_coroutine_callable(func):
+        return loop.create_task(func(*args, **kwargs))  # type: ignore[no-any-return]
+    future = loop.create_future()
+
+    def run() -> None:
+        if future.done():
+            return
+        try:
+            future.set_result(func(*args, **kwargs))
+        except Exception as error:
+            future.set_exception(error)
+
+    loop.call_soon(run)
+    return future
