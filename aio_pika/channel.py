@@ -624,9 +624,14 @@ class Channel(AbstractChannel):
         if all_channels is not None:
             warnings.warn('Use "global_" instead of "all_channels"', DeprecationWarning, stacklevel=2)
             global_ = all_channels
-        for name, value in (("prefetch_count", prefetch_count), ("prefetch_size", prefetch_size)):
+        for name, value, high in (
+            ("prefetch_count", prefetch_count, 0xFFFF),
+            ("prefetch_size", prefetch_size, 0xFFFFFFFF),
+        ):
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+            if not 0 <= value <= high:
+                raise ValueError(f"{name} must be from 0 to {high}, not {value}")
         result = await self._call(
             lambda core, number: core.basic_qos(
                 number, prefetch_size=prefetch_size, prefetch_count=prefetch_count, global_=global_

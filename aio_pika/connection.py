@@ -12,7 +12,7 @@ import ssl
 import sys
 import warnings
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import unquote
@@ -265,6 +265,10 @@ def make_url(
 
     Raises ValueError/TypeError naming the parameter for invalid values.
     """
+    if ssl_options is not None and not isinstance(ssl_options, Mapping):
+        raise TypeError(f"ssl_options must be a dict, not {type(ssl_options).__name__}")
+    if not isinstance(ssl, bool | int):
+        raise TypeError(f"ssl must be a bool, not {type(ssl).__name__}")
     query: dict[str, Any] = {**kwargs, **(ssl_options or {})}
     query = {
         key: (int(value) if isinstance(value, bool) else value)
@@ -1137,6 +1141,8 @@ def connect(
         )
     if client_properties is not None and not isinstance(client_properties, dict):
         raise TypeError(f"client_properties must be a dict, not {type(client_properties).__name__}")
+    if ssl_options is not None and not isinstance(ssl_options, Mapping):
+        raise TypeError(f"ssl_options must be a dict, not {type(ssl_options).__name__}")
     if ssl_options:
         ssl_options = _normalise_ssl_options(ssl_options)
     full_url = make_url(

@@ -16,6 +16,7 @@ from .abc import (
     get_exchange_name,
 )
 from .log import get_logger
+from .tools import arguments_dict
 
 if TYPE_CHECKING:
     from .channel import Channel
@@ -49,7 +50,7 @@ class Exchange(AbstractExchange):
         self.durable = bool(durable)
         self.internal = bool(internal)
         self.passive = bool(passive)
-        self.arguments = dict(arguments) if arguments else {}
+        self.arguments = arguments_dict(arguments)
 
     @property
     def type(self) -> str:

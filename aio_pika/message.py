@@ -152,10 +152,18 @@ class Message(AbstractMessage):
         self.headers = headers or {}
         self.content_type = content_type
         self.content_encoding = content_encoding
-        self.delivery_mode = (
-            DeliveryMode(int(delivery_mode)) if delivery_mode else DeliveryMode.NOT_PERSISTENT
-        )
-        self.priority = int(priority) if priority else 0
+        try:
+            self.delivery_mode = (
+                DeliveryMode(int(delivery_mode)) if delivery_mode else DeliveryMode.NOT_PERSISTENT
+            )
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"delivery_mode must be 1 or 2 (a DeliveryMode), not {delivery_mode!r}"
+            ) from None
+        try:
+            self.priority = int(priority) if priority else 0
+        except (TypeError, ValueError):
+            raise ValueError(f"priority must be an int from 0 to 255, not {priority!r}") from None
         self.correlation_id = _correlation_id(correlation_id)
         self.reply_to = _optional_str(reply_to)
         self.expiration = expiration

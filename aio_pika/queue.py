@@ -22,7 +22,7 @@ from .abc import (
 from .exceptions import ChannelInvalidStateError, QueueEmpty
 from .log import get_logger
 from .message import IncomingMessage
-from .tools import CallbackCollection
+from .tools import CallbackCollection, arguments_dict
 
 if TYPE_CHECKING:
     from backends import Waiter
@@ -68,7 +68,7 @@ class Queue(AbstractQueue):
         self.durable = bool(durable)
         self.exclusive = bool(exclusive)
         self.auto_delete = bool(auto_delete)
-        self.arguments = dict(arguments) if arguments else {}
+        self.arguments = arguments_dict(arguments)
         self.passive = bool(passive)
 
     def __str__(self) -> str:

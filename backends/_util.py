@@ -20,6 +20,12 @@ async def run_logged(fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], n
         logger.exception("background task %s failed", name or fn)
 
 
+def check_timeout(seconds: Any) -> None:
+    """Raise TypeError naming ``timeout`` unless ``seconds`` is a number (callers handle ``None`` first)."""
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        raise TypeError(f"timeout must be a number of seconds or None, not {type(seconds).__name__}")
+
+
 def call_logged(fn: Callable[[], None]) -> None:
     """Call ``fn()``, logging an exception (for loops that would otherwise crash on it)."""
     try:

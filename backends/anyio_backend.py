@@ -22,7 +22,7 @@ import anyio.abc
 import anyio.lowlevel
 from anyio.streams.tls import TLSAttribute
 
-from ._util import call_logged, connect_error, run_logged
+from ._util import call_logged, check_timeout, connect_error, run_logged
 from .base import Backend, Event, Stream, StreamProtocol, Waiter, current_backend_name
 
 T = TypeVar("T")
@@ -314,6 +314,8 @@ class AnyioBackend(Backend):
         return _AnyioWaiter()
 
     def timeout(self, seconds: float | None) -> contextlib.AbstractContextManager[Any]:
+        if seconds is not None:
+            check_timeout(seconds)
         return anyio.fail_after(seconds)
 
     def call_soon(self, fn: Callable[[], None]) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar, cast
 
-from ._util import connect_error, run_logged
+from ._util import check_timeout, connect_error, run_logged
 from .base import Backend, Event, Stream, StreamProtocol, Waiter
 
 T = TypeVar("T")
@@ -345,6 +345,7 @@ class AsyncioBackend(Backend):
     def timeout(self, seconds: float | None) -> contextlib.AbstractContextManager[Any]:
         if seconds is None:
             return contextlib.nullcontext()
+        check_timeout(seconds)
         return _Timeout(self._loop, seconds)
 
     def call_soon(self, fn: Callable[[], None]) -> None:
