@@ -33,6 +33,7 @@ from amqp_core import (
     Returned,
 )
 from amqp_core import Connection as CoreConnection
+from backends._util import check_timeout
 
 from .abc import AbstractChannel, Arguments, ExchangeType, TimeoutType
 from .exceptions import (
@@ -519,6 +520,8 @@ class Channel(AbstractChannel):
         """Send a synchronous command and wait for its reply (in FIFO order with the others)."""
         if self._state is not _OPEN:
             raise self._invalid_state()
+        if timeout is not None:
+            check_timeout(timeout)  # a bad timeout fails before the command is sent
         connection = self._connection
         try:
             command(connection._core, self._number)  # type: ignore[arg-type]
@@ -710,6 +713,8 @@ class Channel(AbstractChannel):
             raise self._invalid_state()
         if type(routing_key) is not str:
             raise TypeError(f"routing_key must be a str, not {type(routing_key).__name__}")
+        if timeout is not None:
+            check_timeout(timeout)
         try:
             body = message.body
             properties = message.properties

@@ -367,25 +367,32 @@ def test_invalid_message_fields_name_the_field() -> None:
     assert aio_pika.Message(b"", delivery_mode=2).delivery_mode is aio_pika.DeliveryMode.PERSISTENT
 
 
-async def test_invalid_channel_arguments_name_the_parameter(channel: aio_pika.Channel, names: Names) -> None:
-    """Rejected before anything is sent: the channel stays open and in step."""
+async def test_invalid_channel_arguments_name_the_parameter(
+    connection: aio_pika.Connection, channel: aio_pika.Channel, names: Names
+) -> None:
+    """Rejected before anything is sent: nothing declared or published, the channel open and in step."""
     with pytest.raises(ValueError, match="prefetch_count"):
         await channel.set_qos(prefetch_count=-1)
     with pytest.raises(ValueError, match="prefetch_count"):
         await channel.set_qos(prefetch_count=70_000)
+    never = names.queue()
     with pytest.raises(TypeError, match="arguments"):
-        await channel.declare_queue(names.queue(), exclusive=True, arguments=[("x-expires", 1)])  # type: ignore[arg-type]
+        await channel.declare_queue(never, exclusive=True, arguments=[("x-expires", 1)])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="arguments"):
         await channel.declare_exchange(names.exchange(), arguments="x")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="timeout"):
-        await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring(), timeout="5")  # type: ignore[arg-type]
+        await channel.declare_queue(never, exclusive=True, arguments=expiring(), timeout="5")  # type: ignore[arg-type]
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring(), timeout=5)
     with pytest.raises(TypeError, match="timeout"):
-        await channel.default_exchange.publish(aio_pika.Message(b""), routing_key="x", timeout="5")  # type: ignore[arg-type]
+        await channel.default_exchange.publish(aio_pika.Message(b""), routing_key=queue.name, timeout="5")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="timeout"):
+        await queue.get(timeout="5")  # type: ignore[arg-type]
     assert not channel.is_closed
-    last = names.queue()
-    queue = await channel.declare_queue(last, exclusive=True, arguments=expiring(), timeout=5)
-    assert queue.name == last
+    assert (await queue.declare(timeout=5)).message_count == 0  # the publish was not sent
     assert isinstance(await channel.set_qos(prefetch_count=10), commands.Basic.QosOk)
+    other = await connection.channel()
+    with pytest.raises(exceptions.ChannelNotFoundEntity):
+        await other.get_queue(never)  # the declares were not sent
 
 
 # ---- cancellation (the trio issue: cancelling never desynchronises the channel) --------------------------
