@@ -213,6 +213,52 @@ async def test_incoming_message_info_keys(channel: aio_pika.Channel, names: Name
     assert await queue.get(fail=False) is None
 
 
+async def test_every_operation_on_a_closed_channel_fails_at_once(
+    connection: aio_pika.Connection, names: Names
+) -> None:
+    channel = await connection.channel()
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    exchange = await channel.declare_exchange(names.exchange(), auto_delete=True)
+    await channel.default_exchange.publish(aio_pika.Message(b"m"), routing_key=queue.name)
+    message = await queue.get(timeout=5)
+    await channel.close()
+    operations = {
+        "declare_queue": lambda: channel.declare_queue(exclusive=True),
+        "declare_exchange": lambda: channel.declare_exchange(names.exchange()),
+        "get_queue": lambda: channel.get_queue(queue.name),
+        "get_exchange": lambda: channel.get_exchange(exchange.name),
+        "set_qos": lambda: channel.set_qos(prefetch_count=1),
+        "flow": lambda: channel.flow(True),
+        "queue_delete": lambda: channel.queue_delete(queue.name),
+        "exchange_delete": lambda: channel.exchange_delete(exchange.name),
+        "queue.declare": lambda: queue.declare(),
+        "queue.bind": lambda: queue.bind(exchange),
+        "queue.unbind": lambda: queue.unbind(exchange),
+        "queue.purge": lambda: queue.purge(),
+        "queue.delete": lambda: queue.delete(),
+        "queue.get": lambda: queue.get(),
+        "queue.consume": lambda: queue.consume(lambda message: None),
+        "queue.cancel": lambda: queue.cancel("tag"),
+        "iterator": lambda: queue.iterator().__anext__(),
+        "exchange.bind": lambda: exchange.bind("amq.fanout"),
+        "exchange.delete": lambda: exchange.delete(),
+        "publish": lambda: exchange.publish(aio_pika.Message(b""), routing_key="k"),
+        "ack": lambda: message.ack(),
+        "nack": lambda: message.nack(),
+        "reject": lambda: message.reject(),
+    }
+    for name, operation in operations.items():
+        with anyio.fail_after(1), pytest.raises(exceptions.ChannelInvalidStateError, match="closed"):
+            result = operation()
+            await result  # type: ignore[misc]
+        assert name  # for the traceback
+    await connection.close()
+    with pytest.raises(exceptions.ChannelInvalidStateError, match="connection is closed"):
+        connection.channel()
+    with anyio.fail_after(1), pytest.raises(exceptions.ChannelInvalidStateError):
+        await connection.update_secret("guest", reason="closed")
+
+
 # ---- CallbackCollection ------------------------------------------------------------------------------
 
 
