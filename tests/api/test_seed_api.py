@@ -479,3 +479,19 @@ async def test_cancelled_get_does_not_desynchronise(channel: aio_pika.Channel, n
         message = await queue.get(fail=False) or await queue.get()
     assert message.body == b"kept"
     await message.ack()
+
+
+async def test_cancelled_consume_leaves_no_consumer(channel: aio_pika.Channel, names: Names) -> None:
+    """The late Basic.ConsumeOk of a cancelled consume: that consumer is cancelled, never gets a message."""
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    received: list[bytes] = []
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await queue.consume(lambda message: received.append(message.body), no_ack=True)
+    assert scope.cancelled_caught
+    with anyio.fail_after(5):
+        while (await queue.declare()).consumer_count:  # the late ConsumeOk came and its consumer went
+            await anyio.sleep(0.01)
+    await channel.default_exchange.publish(aio_pika.Message(b"stays"), routing_key=queue.name)
+    message = await queue.get(timeout=5, no_ack=True)
+    assert message.body == b"stays" and received == []
