@@ -279,6 +279,7 @@ class Channel(AbstractChannel):
         self._confirms: dict[int, Waiter[Any]] = {}
         self._consumers: dict[str, _Consumer] = {}
         self._open_slot: _Slot | None = None
+        self._overtakable: tuple[_Slot, Event] | None = None
         self._closed_event: Event | None = None
         self._close_exc: BaseException | None = None  # why it closed (None: closed by the user)
         self._callbacks_done: Waiter[Any] | None = None
@@ -484,6 +485,7 @@ class Channel(AbstractChannel):
         if slot is not None:
             slot.waiter.set_exception(exc)
         rpc, self._rpc = self._rpc, deque()
+        self._release_overtakable()
         for slot in rpc:
             if not slot.abandoned:
                 slot.waiter.set_exception(exc)
@@ -516,21 +518,46 @@ class Channel(AbstractChannel):
         command: Callable[[CoreConnection, int], None],
         timeout: TimeoutType = None,
         on_late: Callable[[Any], None] | None = None,
+        *,
+        overtakable: bool = False,
     ) -> Any:
-        """Send a synchronous command and wait for its reply (in FIFO order with the others)."""
+        """Send a synchronous command and wait for its reply (in FIFO order with the others).
+
+        ``overtakable``: RabbitMQ answers ``Basic.Consume``/``Basic.Cancel`` from the queue's process, so the
+        reply to a command sent after them can arrive first. Nothing is sent behind such a command until its
+        reply has come (aiormq never pipelines at all); the FIFO stays true.
+        """
         if self._state is not _OPEN:
             raise self._invalid_state()
         if timeout is not None:
             check_timeout(timeout)  # a bad timeout fails before the command is sent
         connection = self._connection
+        while self._overtakable is not None:
+            await self._wait_event(self._overtakable[1], timeout)
+            if self._state is not _OPEN:
+                raise self._invalid_state()
         try:
             command(connection._core, self._number)  # type: ignore[arg-type]
         except LocalProtocolError as error:
             raise self._command_error(error) from None
         slot = _Slot(connection._backend.create_waiter(), on_late)
         self._rpc.append(slot)
+        if overtakable:
+            self._overtakable = (slot, connection._backend.create_event())
         connection._wake()
         return await self._wait(slot, timeout)
+
+    async def _wait_event(self, event: Event, timeout: TimeoutType) -> None:
+        if timeout is None:
+            await event.wait()
+        else:
+            with self._connection._backend.timeout(timeout):
+                await event.wait()
+
+    def _release_overtakable(self) -> None:
+        overtakable, self._overtakable = self._overtakable, None
+        if overtakable is not None:
+            overtakable[1].set()
 
     async def _wait(self, slot: _Slot, timeout: TimeoutType) -> Any:
         try:
@@ -549,6 +576,8 @@ class Channel(AbstractChannel):
         except IndexError:
             log.warning("Channel %r got a reply nobody waits for: %r", self, reply)
             return
+        if self._overtakable is not None and self._overtakable[0] is slot:
+            self._release_overtakable()
         if slot.abandoned:
             if slot.on_late is not None:
                 slot.on_late(reply)
@@ -845,6 +874,7 @@ class Channel(AbstractChannel):
                 ),
                 timeout,
                 on_late,
+                overtakable=True,
             )
         except BaseException:
             if self._consumers.get(tag) is consumer:
@@ -871,7 +901,7 @@ class Channel(AbstractChannel):
                 consumer.stop(None, drop_pending=False)
 
         result: commands.Basic.CancelOk = await self._call(
-            lambda core, number: core.basic_cancel(number, consumer_tag), timeout, on_late
+            lambda core, number: core.basic_cancel(number, consumer_tag), timeout, on_late, overtakable=True
         )
         consumer = self._consumers.pop(consumer_tag, None)
         if consumer is not None:

@@ -495,3 +495,33 @@ async def test_cancelled_consume_leaves_no_consumer(channel: aio_pika.Channel, n
     await channel.default_exchange.publish(aio_pika.Message(b"stays"), routing_key=queue.name)
     message = await queue.get(timeout=5, no_ack=True)
     assert message.body == b"stays" and received == []
+
+
+async def test_commands_behind_a_consume_keep_their_replies(channel: aio_pika.Channel, names: Names) -> None:
+    """RabbitMQ sends ConsumeOk/CancelOk from the queue's process: a later command's reply could overtake
+    them. Consumes, cancels and declares running concurrently on one channel must still each get their own."""
+    queues = [
+        await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring()) for _ in range(3)
+    ]
+    tags: dict[str, str] = {}
+
+    async def consume(queue: aio_pika.Queue) -> None:
+        tags[queue.name] = await queue.consume(lambda message: None, no_ack=True)
+
+    async def declare(queue: aio_pika.Queue) -> None:
+        result = await queue.declare()
+        assert isinstance(result, commands.Queue.DeclareOk) and result.queue == queue.name
+
+    for _ in range(5):
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+                for queue in queues:
+                    group.start_soon(consume, queue)
+                    group.start_soon(declare, queue)
+                    group.start_soon(channel.set_qos, 10)
+            async with anyio.create_task_group() as group:
+                for queue in queues:
+                    group.start_soon(queue.cancel, tags[queue.name])
+                    group.start_soon(declare, queue)
+        tags.clear()
+    assert not channel.is_closed
