@@ -264,7 +264,7 @@ def ensure_awaitable(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
 
 def weak_method_callback(method: Callable[..., Any]) -> Callable[..., Any]:
     """A bound method as a callable that does not keep its instance alive (a no-op once it is gone)."""
-    reference = WeakMethod(method)  # type: ignore[arg-type]
+    reference = WeakMethod(method)
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         target = reference()
@@ -294,4 +294,5 @@ def create_task(func: Callable[..., Any], *args: Any, loop: Any = None, **kwargs
             future.set_exception(error)
 
     loop.call_soon(run)
-    return future
+    result: Awaitable[Any] = future
+    return result
