@@ -75,10 +75,10 @@ DEFAULT_MAX_BODY_SIZE = 128 * 1024 * 1024  # RabbitMQ's own default max_message_
 _FRAME_TYPES = frozenset({FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT})
 _FRAME_HEADER = struct.Struct(">BHI")
 _METHOD_INDEX = struct.Struct(">I")
-_BODY_SIZE = struct.Struct(">Q")
+_BODY_SIZE = struct.Struct(">Q")  # in a content header: after class-id and weight
 # Reads from this size on are parsed in place (see receive_data) instead of being appended to the
 # receive buffer first.
-_IN_PLACE = 16 * 1024  # in a content header: after class-id and weight
+_IN_PLACE = 16 * 1024
 
 # Method indexes (class-id << 16 | method-id) of the frames decoded by hand.
 _DELIVER = commands.Basic.Deliver.index
