@@ -321,19 +321,16 @@ class Connection:
             if start >= 0:
                 if self.closed:
                     return events
-                pos = start
                 try:
-                    pos = self._parse(data, start, events)
+                    self._parse(data, start, events)
                 except RemoteProtocolError as error:
                     error.events = events
                     raise
                 finally:
                     if self.closed:
                         buf.clear()
-                    else:
-                        pos = self._parsed
-                        if pos < len(data):
-                            buf += memoryview(data)[pos:]
+                    elif self._parsed < len(data):
+                        buf += memoryview(data)[self._parsed :]
                 return events
         buf += data
         if self.state is ConnectionState.AWAIT_START and buf[:4] == b"AMQP"[: len(buf)]:
