@@ -36,6 +36,7 @@ class _AsyncioStream(Stream, asyncio.Protocol):
         self._flush_scheduled = False
         self._wanted = False  # wake_writer was called and data_to_send has not been pulled since
         self._paused = False
+        self._receiving = False  # inside data_received: replies and acks wait for the coalesced flush
         # The rest of a large batch, written a slice at a time as the transport drains.
         self._pending: deque[bytes | memoryview] = deque()
         self.lost: asyncio.Future[None] = loop.create_future()  # done after connection_lost
@@ -46,9 +47,15 @@ class _AsyncioStream(Stream, asyncio.Protocol):
         if self._flush_scheduled:
             return
         self._wanted = True
-        if not self._paused and not self._transport.is_closing():
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+        if self._paused or self._transport.is_closing():
+            return
+        if not self._receiving:
+            # A task issued a command (not a reaction to received data): the first write of this
+            # loop iteration goes out at once, so a caller that awaits the broker's reply saves an
+            # iteration; what is queued later in the iteration is coalesced by the flush below.
+            self._flush()
+        self._flush_scheduled = True
+        self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -126,7 +133,11 @@ class _AsyncioStream(Stream, asyncio.Protocol):
         self._transport.set_write_buffer_limits(high=_WRITE_SLICE // 4, low=0)
 
     def data_received(self, data: bytes) -> None:
-        self._protocol.data_received(data)
+        self._receiving = True
+        try:
+            self._protocol.data_received(data)
+        finally:
+            self._receiving = False
 
     def pause_writing(self) -> None:
         self._paused = True

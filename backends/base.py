@@ -57,7 +57,9 @@ class Stream(abc.ABC):
         """Tell the backend there is data to send.
 
         The backend then calls ``protocol.data_to_send()`` soon and writes the result, pulling at
-        most once per event-loop iteration however often this is called. While writing is paused
+        most twice per event-loop iteration however often this is called (the asyncio backend
+        writes the first wake of an iteration at once when it does not come from
+        ``data_received``, then coalesces the rest). While writing is paused
         by back-pressure (the peer is not reading), nothing is pulled; the write happens when the
         transport resumes.
         """

@@ -45,7 +45,9 @@ async def test_wake_writer_coalesces_into_one_pull(make_backend: Callable[[], Ba
                     recorder.send(stream, message)
                 assert await recv_exactly(peer, len(expected)) == expected
                 await anyio.sleep(0.01)
-                assert recorder.pulls == 1
+                # The asyncio backend writes the first wake of an iteration at once (a task waiting for
+                # a reply saves an iteration); everything after it in the iteration is one more pull.
+                assert recorder.pulls <= 2
                 stream.close()
 
 
@@ -175,13 +177,17 @@ async def test_abort_closes_without_flushing(make_backend: Callable[[], Backend]
         async with make_backend() as backend:
             stream = await backend.connect_tcp("127.0.0.1", server.getsockname()[1], recorder)
             with accept(server) as peer:
+                # The first wake of an iteration may be written at once (asyncio backend); the second
+                # is queued for the coalesced flush, which abort() must not perform.
+                recorder.send(stream, b"first;")
+                pulls = recorder.pulls
                 recorder.send(stream, b"never sent")
                 stream.abort()
                 assert stream.is_closing
                 stream.abort()
                 await wait_until(lambda: bool(recorder.lost))
-                assert await recv_all(peer) == b""
-                assert recorder.pulls == 0
+                assert await recv_all(peer) in (b"", b"first;")
+                assert recorder.pulls == pulls
     assert recorder.lost == [None]
 
 
