@@ -2,7 +2,10 @@
 
 It does what the benchmark needs and nothing more: the handshake, a few synchronous methods on channel 1,
 publishing pre-encoded frames (encoded once with pamqp, then sent as they are) and reading deliveries,
-confirms and get replies with a few ``struct`` calls per frame. It is used
+confirms and get replies with a few ``struct`` calls per frame. It reads with ``recv_into`` a fixed,
+preallocated buffer and parses the frames where they lie (``struct.unpack_from``): a body is never
+copied in Python, only by the kernel into the buffer, and only the incomplete frame at the end of the
+buffered data is ever moved (when the room after it runs low). It is used
 
 * to set up and tear down the queues the scenarios use, and to fill them before a consume scenario
   (outside the timed part, identically for every implementation), and
@@ -31,6 +34,11 @@ __all__ = ["RawConnection", "RawError", "ack_frame", "delete_queues", "publish_f
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 FRAME_MAX = 131072
 CHANNEL = 1
+# The receive buffer: reads go into it at the end of the buffered data; the incomplete frame at the end
+# is moved to the front only when less than RECV_MIN_ROOM is left after it (or when nothing is left).
+RECV_BUFFER = 4 << 20
+RECV_MIN_ROOM = 1 << 20
+FRAME_END = 0xCE
 
 _HEAD = struct.Struct(">BHI")
 _INDEX = struct.Struct(">I")
@@ -83,8 +91,10 @@ class RawConnection:
         parts = urlsplit(url)
         self.sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5672), timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = bytearray()
-        self.pos = 0
+        # Buffered frames are buf[pos:end]; the rest of buf is room for the next read.
+        self.buf = bytearray(RECV_BUFFER)
+        self.view = memoryview(self.buf)
+        self.pos = self.end = 0
         self.publish_seq = 0
         self.confirmed = 0
         self.server_properties: dict[str, Any] = {}
@@ -115,26 +125,37 @@ class RawConnection:
     def send_method(self, method: Any, channel: int = CHANNEL) -> None:
         self.sock.sendall(pamqp_frame.marshal(method, channel))
 
+    def recv(self) -> None:
+        """Read what the socket has (blocking until something comes) into the room after ``self.end``."""
+        pos, end = self.pos, self.end
+        if pos == end:
+            self.pos = self.end = pos = end = 0
+        elif len(self.buf) - end < RECV_MIN_ROOM:
+            # Little room left: move the incomplete frame at the end (under one frame) to the front.
+            self.view[: end - pos] = self.view[pos:end]
+            self.pos, self.end = 0, end - pos
+            end -= pos
+        received = self.sock.recv_into(self.view[end:])
+        if not received:
+            raise RawError("the broker closed the connection")
+        self.end = end + received
+
     def next_frame(self) -> tuple[int, int, int, int]:
         """(frame type, channel, payload start, payload end) of the next frame, offsets into ``self.buf``.
 
         The offsets stay valid until the next call.
         """
         while True:
-            buf, pos = self.buf, self.pos
-            if len(buf) - pos >= 7:
-                frame_type, channel, size = _HEAD.unpack_from(buf, pos)
+            pos = self.pos
+            if self.end - pos >= 7:
+                frame_type, channel, size = _HEAD.unpack_from(self.buf, pos)
                 end = pos + 7 + size
-                if len(buf) > end:
+                if end < self.end:
+                    if self.buf[end] != FRAME_END:
+                        raise RawError(f"frame end {self.buf[end]:#x} instead of 0xce")
                     self.pos = end + 1
                     return frame_type, channel, pos + 7, end
-            if pos:
-                del buf[:pos]
-                self.pos = 0
-            data = self.sock.recv(1 << 20)
-            if not data:
-                raise RawError("the broker closed the connection")
-            buf += data
+            self.recv()
 
     def _check_close(self, index: int, start: int, end: int) -> None:
         if index in (_CONNECTION_CLOSE, _CHANNEL_CLOSE):
@@ -267,39 +288,54 @@ class RawConnection:
         self.call(commands.Basic.Cancel("raw"), commands.Basic.CancelOk)
 
     def read_deliveries(self, count: int, *, ack: bool = True) -> None:
-        """Read ``count`` messages; one ack per message, the acks of one socket read sent together."""
+        """Read ``count`` messages; one ack per message, the acks of one socket read sent together.
+
+        The frames are parsed in the receive buffer, in a loop over everything a read brought; the acks
+        go out in one ``send`` before the next blocking read (never later: the broker stops delivering
+        once ``prefetch_count`` messages are unacknowledged).
+        """
+        buf = self.buf
+        head = _HEAD.unpack_from
+        u64 = _U64.unpack_from
+        index_of = _INDEX.unpack_from
         got = 0
         tag = 0
         remaining = 0
-        acks: list[bytes] = []
-        buf_len = len
-        while got < count:
-            frame_type, _channel, start, end = self.next_frame()
-            if frame_type == 3:
-                remaining -= end - start
-                if remaining == 0:
-                    got += 1
-                    if ack:
-                        acks.append(ack_frame(tag))
-            elif frame_type == 2:
-                remaining = _BODY_SIZE.unpack_from(self.buf, start + 4)[0]
-                if remaining == 0:
-                    got += 1
-                    if ack:
-                        acks.append(ack_frame(tag))
-            elif frame_type == 1:
-                index = _INDEX.unpack_from(self.buf, start)[0]
-                if index == _DELIVER:
-                    pos = start + 5 + self.buf[start + 4]
-                    tag = _U64.unpack_from(self.buf, pos)[0]
-                else:
-                    self._check_close(index, start, end)
-            # Flush the acks once the buffered frames are used up (the next call would block on recv).
-            if acks and buf_len(self.buf) - self.pos < 7:
-                self.send(b"".join(acks))
-                acks.clear()
-        if acks:
-            self.send(b"".join(acks))
+        tags: list[int] = []
+        while True:
+            pos, end = self.pos, self.end
+            while got < count and end - pos >= 7:
+                frame_type, _channel, size = head(buf, pos)
+                frame_end = pos + 7 + size
+                if frame_end >= end:
+                    break
+                if frame_type == 3:
+                    remaining -= size
+                    if not remaining:
+                        got += 1
+                        tags.append(tag)
+                elif frame_type == 2:
+                    remaining = u64(buf, pos + 11)[0]
+                    if not remaining:
+                        got += 1
+                        tags.append(tag)
+                elif frame_type == 1:
+                    if index_of(buf, pos + 7)[0] == _DELIVER:
+                        tag = u64(buf, pos + 12 + buf[pos + 11])[0]
+                    else:
+                        self._check_close(index_of(buf, pos + 7)[0], pos + 7, frame_end)
+                if buf[frame_end] != FRAME_END:
+                    raise RawError(f"frame end {buf[frame_end]:#x} instead of 0xce")
+                pos = frame_end + 1
+            self.pos = pos
+            if tags:
+                if ack:
+                    pack = _ACK.pack
+                    self.send(b"".join([pack(1, CHANNEL, 13, 60, 80, tag, 0, FRAME_END) for tag in tags]))
+                tags.clear()
+            if got == count:
+                return
+            self.recv()
 
     def get(self, queue: str, *, ack: bool = True) -> bytes | None:
         """One Basic.Get; returns the body (None on GetEmpty) and acks it."""
