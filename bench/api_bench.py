@@ -69,17 +69,20 @@ KIB, MIB = 1024, 1024 * 1024
 SIZES = (100, 64 * KIB, MIB)
 SIZE_NAMES = {100: "100 B", 64 * KIB: "64 KiB", MIB: "1 MiB"}
 
-# scenario -> {body size: messages per run in a default run}. Sized so that aio-pika 10.2.1 spends one to
-# three seconds on each on a (busy) 2-core machine; the raw client and, by design, ours spend less.
+# scenario -> {body size: messages per run in a default run}. Sized so that aio-pika 10.2.1 spends about one
+# second (0.5-1.5 s) on each on this project's 2-core machine (its rates on 2026-11-29, load under 1); ours
+# and the raw client spend less. A default bench/run takes about 5 minutes there; --quick divides by 10.
+# The consume and get queues are filled beforehand: up to 1,000 MiB (consume_callback, 1 MiB bodies) and
+# publish_noconfirm leaves up to 800 MiB in the broker until the run's queue is deleted.
 COUNTS: dict[str, dict[int, int]] = {
-    "publish_confirm_seq": {100: 500, 64 * KIB: 300, MIB: 40},
-    "publish_confirm_500": {100: 2000, 64 * KIB: 500, MIB: 64},
-    "publish_noconfirm": {100: 2000, 64 * KIB: 500, MIB: 64},
-    "consume_callback": {100: 2000, 64 * KIB: 500, MIB: 64},
-    "consume_iterator": {100: 2000, 64 * KIB: 500, MIB: 64},
-    "get": {100: 500},
-    "rpc": {100: 200},
-    "rpc_patterns": {100: 200},
+    "publish_confirm_seq": {100: 3000, 64 * KIB: 2000, MIB: 500},
+    "publish_confirm_500": {100: 7000, 64 * KIB: 6000, MIB: 768},
+    "publish_noconfirm": {100: 15000, 64 * KIB: 8000, MIB: 800},
+    "consume_callback": {100: 8000, 64 * KIB: 6000, MIB: 1000},
+    "consume_iterator": {100: 8000, 64 * KIB: 5000, MIB: 600},
+    "get": {100: 2000},
+    "rpc": {100: 1000},
+    "rpc_patterns": {100: 700},
 }
 SCENARIOS = tuple(COUNTS)
 # The raw client's stand-in for each scenario (both consume styles are one raw consumer).
