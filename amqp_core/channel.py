@@ -73,7 +73,7 @@ class ChannelState:
         self.content_fields: tuple[Any, ...] = ()
         self.content_properties: commands.Basic.Properties | None = None
         self.content_remaining = -1  # -1: waiting for the content header
-        self.content_chunks: list[bytes] = []
+        self.content_chunks: list[bytes | memoryview] = []
 
         # Consumer side: deliveries given out and not yet settled. A set for membership, plus the tags in
         # arrival order so a `multiple` ack settles a prefix without scanning the whole set.

@@ -211,6 +211,9 @@ class Connection:
 
         self._in = bytearray()
         self._parsed = 0  # where the last _parse stopped
+        # A large body frame that a large read ended in the middle of: its bytes so far, by reference
+        # into that read (see _keep_rest); the receive buffer is empty meanwhile.
+        self._split: memoryview | None = None
         # What is queued for the socket, in order. Large published bodies sit here by reference, as
         # memoryview pieces (codec.encode_publish_parts); _out_pieces says whether any of them does.
         self._out: list[bytes | memoryview] = []
@@ -302,23 +305,26 @@ class Connection:
         self._last_received = now
         buf = self._in
         events: list[Event] = []
-        if self.state is _OPEN and len(data) >= _IN_PLACE:
+        start = 0
+        if self._split is not None:
+            start = self._complete_split(data, events)
+        if self.state is _OPEN and len(data) - start >= _IN_PLACE:
             # A large read is parsed where it is rather than first appended to the receive buffer:
-            # only what ends up incomplete at its end is copied. A frame left waiting in the buffer
-            # is completed first, when it is a large one (a body frame, typically) and the read holds
-            # the rest of it; otherwise (small frames, as in a stream of small messages) the
-            # buffered path below is as quick.
-            start = 0
-            if buf:
-                start = -1
-                if len(buf) >= 7:
-                    # The header of a buffered frame was checked when it arrived (size, type).
-                    missing = 8 + _FRAME_HEADER.unpack_from(buf, 0)[2] - len(buf)
-                    if missing >= codec.LARGE_BODY // 4 and missing <= len(data):
-                        buf += memoryview(data)[:missing]
-                        self._receive_buffered(buf, events)  # exactly that frame
-                        start = missing
-            if start >= 0:
+            # only what ends up incomplete at its end is copied (or, for a large body frame, kept by
+            # reference). A frame left waiting in the buffer is completed first, when it is a large
+            # one and the read holds the rest of it; otherwise (small frames, as in a stream of small
+            # messages) the buffered path below is as quick.
+            in_place = not buf
+            if buf and len(buf) >= 7:
+                # The header of a buffered frame was checked when it arrived (size, type). (The buffer
+                # is empty after _complete_split, so start is 0 here.)
+                missing = 8 + _FRAME_HEADER.unpack_from(buf, 0)[2] - len(buf)
+                if missing >= codec.LARGE_BODY // 4 and missing <= len(data):
+                    buf += memoryview(data)[:missing]
+                    self._receive_buffered(buf, events)  # exactly that frame
+                    start = missing
+                    in_place = True
+            if in_place:
                 if self.closed:
                     return events
                 try:
@@ -330,9 +336,9 @@ class Connection:
                     if self.closed:
                         buf.clear()
                     elif self._parsed < len(data):
-                        buf += memoryview(data)[self._parsed :]
+                        self._keep_rest(data, self._parsed)
                 return events
-        buf += data
+        buf += memoryview(data)[start:] if start else data
         if self.state is ConnectionState.AWAIT_START and buf[:4] == b"AMQP"[: len(buf)]:
             if len(buf) < len(PROTOCOL_HEADER):
                 return []  # maybe a protocol header: wait for all of it
@@ -342,6 +348,49 @@ class Connection:
             raise WrongProtocol(f"it answered with protocol header {header!r}")
         self._receive_buffered(buf, events)
         return events
+
+    def _keep_rest(self, data: bytes, pos: int) -> None:
+        """Keep the incomplete frame at the end of a read parsed in place.
+
+        A large body frame is kept by reference (``data`` is immutable), so its bytes are copied once,
+        into the message body; anything else goes to the receive buffer.
+        """
+        rest = memoryview(data)[pos:]
+        if (
+            len(rest) >= 7
+            and rest[0] == FRAME_BODY
+            and type(data) is bytes
+            and _FRAME_HEADER.unpack_from(rest, 0)[2] >= codec.LARGE_BODY // 4
+        ):
+            self._split = rest  # its header was checked by _parse (size, type)
+        else:
+            self._in += rest
+
+    def _complete_split(self, data: bytes, events: list[Event]) -> int:
+        """Finish the body frame kept by :meth:`_keep_rest`; returns where the frames after it start.
+
+        When this read does not hold the rest of it, the frame goes to the receive buffer instead
+        (returns 0).
+        """
+        split, self._split = self._split, None
+        assert split is not None
+        channel: int
+        size: int
+        _frame_type, channel, size = _FRAME_HEADER.unpack_from(split, 0)
+        frame_end = 7 + size - len(split)  # in data
+        if frame_end >= len(data):
+            self._in += split
+            return 0
+        try:
+            if data[frame_end] != codec.FRAME_END:
+                raise self._violation(
+                    FRAME_ERROR, f"frame on channel {channel} does not end with the frame-end octet 0xCE"
+                )
+            self._on_body_parts(channel, split[7:], memoryview(data)[:frame_end], events)
+        except RemoteProtocolError as error:
+            error.events = events
+            raise
+        return frame_end + 1
 
     def _receive_buffered(self, buf: bytearray, events: list[Event]) -> None:
         """Read the whole frames in the receive buffer, and drop them from it."""
@@ -1266,11 +1315,11 @@ class Connection:
         if body_size == 0:
             self._content_complete(state, b"", events)
 
-    def _on_body(self, channel: int, buf: bytearray, start: int, end: int, events: list[Event]) -> None:
+    def _body_channel(self, channel: int, size: int) -> ChannelState | None:
+        """The channel a body frame of ``size`` bytes continues a message on (None: discard it)."""
         state = self._content_channel(channel, "content body")
         if state is None:
-            return
-        size = end - start
+            return None
         remaining = state.content_remaining
         if remaining == -1:
             raise self._violation(
@@ -1281,15 +1330,38 @@ class Connection:
                 UNEXPECTED_FRAME,
                 f"content body on channel {channel} larger than its header announced",
             )
-        if not size:
+        return state
+
+    def _on_body(
+        self, channel: int, buf: bytes | bytearray, start: int, end: int, events: list[Event]
+    ) -> None:
+        size = end - start
+        state = self._body_channel(channel, size)
+        if state is None or not size:
             return  # an empty body frame: nothing to keep (a list entry per frame would add up)
-        chunk = _copy_out(buf, start, end)
-        if size == remaining and not state.content_chunks:
-            self._content_complete(state, chunk, events)
+        if size == state.content_remaining and not state.content_chunks:
+            self._content_complete(state, _copy_out(buf, start, end), events)
             return
-        state.content_chunks.append(chunk)
-        state.content_remaining = remaining - size
-        if size == remaining:
+        # Part of a body of several frames: a slice of an immutable read is kept by reference until
+        # the body is joined (one copy in all); the receive buffer is reused, so it is copied out.
+        if type(buf) is bytes:
+            state.content_chunks.append(memoryview(buf)[start:end])
+        else:
+            state.content_chunks.append(_copy_out(buf, start, end))
+        self._body_received(state, size, events)
+
+    def _on_body_parts(self, channel: int, head: memoryview, tail: memoryview, events: list[Event]) -> None:
+        """A body frame that arrived in two reads, as views of both."""
+        size = len(head) + len(tail)
+        state = self._body_channel(channel, size)
+        if state is None:
+            return
+        state.content_chunks += (head, tail)
+        self._body_received(state, size, events)
+
+    def _body_received(self, state: ChannelState, size: int, events: list[Event]) -> None:
+        state.content_remaining -= size
+        if not state.content_remaining:
             body = b"".join(state.content_chunks)
             state.content_chunks = []
             self._content_complete(state, body, events)
@@ -1328,7 +1400,7 @@ class Connection:
             )
 
 
-def _copy_out(buf: bytearray, start: int, end: int) -> bytes:
+def _copy_out(buf: bytes | bytearray, start: int, end: int) -> bytes:
     """``bytes(buf[start:end])``, copied once for large slices (a bytearray slice is a second copy).
 
     Through a view, released before the receive buffer is resized; small slices are quicker

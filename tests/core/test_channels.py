@@ -164,6 +164,18 @@ def test_closing_a_channel_in_the_middle_of_a_message() -> None:
     assert events == [ChannelClosed(1, 200, "Normal shutdown", by_peer=False)]
 
 
+def test_closing_a_channel_while_a_large_body_frame_spans_two_reads() -> None:
+    peer = opened()
+    peer.open_channel()
+    message = deliver(1, 1, b"x" * 100_000)
+    cut = len(message) - 30_000  # both reads large: the body frame is held across them
+    assert peer.feed(message[:cut]) == []
+    peer.connection.close_channel(1)
+    peer.sent()
+    events = peer.feed(message[cut:] + method(1, commands.Channel.CloseOk()))
+    assert events == [ChannelClosed(1, 200, "Normal shutdown", by_peer=False)]
+
+
 def test_closing_a_channel_before_open_ok() -> None:
     peer = opened()
     peer.connection.open_channel()

@@ -119,8 +119,10 @@ def test_large_reads_decode_like_one_read() -> None:
             point += rng.choice([rng.randrange(1, 300), rng.randrange(16 * 1024, 300 * 1024)])
             cuts.append(point)
         connection = copy.deepcopy(peer.connection)
-        assert outcome(connection, chunked(stream, cuts)) == reference
-        assert not connection._in
+        result = outcome(connection, chunked(stream, cuts))
+        assert result == reference
+        assert all(type(event.body) is bytes for event in result[0])  # never a view of a read
+        assert not connection._in and connection._split is None
     big = deliver(1, 1, b"x" * 300_000, chunk=131072 - 8)
     reference = outcome(copy.deepcopy(peer.connection), [big])
     for first in near_frame_boundaries(big):
@@ -204,6 +206,20 @@ def test_bad_frame_end_octet_is_a_frame_error() -> None:
     with pytest.raises(RemoteProtocolError, match="frame-end") as caught:
         peer.feed(bytes(frame))
     assert caught.value.reply_code == 501
+    assert close_code(peer) == 501
+
+
+def test_bad_frame_end_octet_of_a_body_frame_split_across_large_reads() -> None:
+    peer = opened()
+    peer.open_channel()
+    first = deliver(1, 1, b"a" * 10)
+    message = bytearray(deliver(1, 2, b"x" * 100_000))
+    message[-1] = 0x00
+    cut = len(message) - 40_000  # both reads are parsed in place; the body frame spans them
+    assert len(peer.feed(first + message[:cut])) == 1
+    with pytest.raises(RemoteProtocolError, match="frame-end") as caught:
+        peer.feed(bytes(message[cut:]) + deliver(1, 3))
+    assert caught.value.events == []
     assert close_code(peer) == 501
 
 
