@@ -155,31 +155,58 @@ class _AsyncioStream(Stream, asyncio.Protocol):
 
 
 class _AsyncioWaiter(Waiter[T]):
-    __slots__ = ("_future",)
+    """Each waiting task awaits a future of its own, filled directly by set_result.
+
+    (``asyncio.shield`` around one shared future would also keep a cancelled waiter from cancelling
+    the slot, but it passes the result on through a callback: one more event-loop iteration before
+    the waiting task runs, on every publisher confirm and every reply.)
+    """
+
+    __slots__ = ("_exc", "_filled", "_futures", "_loop", "_value")
+
+    _value: T
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._future: asyncio.Future[T] = loop.create_future()
+        self._loop = loop
+        self._filled = False
+        self._exc: BaseException | None = None
+        self._futures: list[asyncio.Future[T]] = []
 
     def set_result(self, value: T) -> None:
-        if not self._future.done():
-            self._future.set_result(value)
+        if self._filled:
+            return
+        self._filled = True
+        self._value = value
+        futures, self._futures = self._futures, []
+        for future in futures:
+            if not future.done():
+                future.set_result(value)
 
     def set_exception(self, exc: BaseException) -> None:
-        if not self._future.done():
-            self._future.set_exception(exc)
-            # Mark it retrieved: an exception nobody waits for is not an error here, and asyncio
-            # would log "Future exception was never retrieved".
-            self._future.exception()
+        if self._filled:
+            return
+        self._filled = True
+        self._exc = exc
+        futures, self._futures = self._futures, []
+        for future in futures:
+            if not future.done():
+                future.set_exception(exc)
 
     def done(self) -> bool:
-        return self._future.done()
+        return self._filled
 
     async def wait(self) -> T:
-        future = self._future
-        if future.done():
-            return future.result()
-        # Awaiting the future itself would cancel it along with a cancelled waiter.
-        return await asyncio.shield(future)
+        if not self._filled:
+            future: asyncio.Future[T] = self._loop.create_future()
+            self._futures.append(future)
+            try:
+                return await future
+            finally:
+                if not self._filled:
+                    self._futures.remove(future)  # this task was cancelled; the slot stays as it is
+        if self._exc is not None:
+            raise self._exc
+        return self._value
 
 
 class _AsyncioEvent(Event):

@@ -62,6 +62,38 @@ async def test_cancelling_a_wait_leaves_the_waiter_alone(make_backend: Callable[
         assert await waiter.wait() == "still works"
 
 
+async def test_cancelling_one_of_two_waits_leaves_the_other(make_backend: Callable[[], Backend]) -> None:
+    async with make_backend() as backend:
+        waiter = backend.create_waiter()
+        results: list[Any] = []
+
+        async def wait() -> None:
+            results.append(await waiter.wait())
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(wait)
+            with anyio.move_on_after(0.01):
+                await waiter.wait()
+            waiter.set_result("for the other one")
+        assert results == ["for the other one"]
+
+
+def test_asyncio_waiter_wakes_its_task_in_the_next_iteration() -> None:
+    """A confirm or a reply resumes the publisher at once, not after a relay through callbacks."""
+    from backends import AsyncioBackend
+
+    async def main() -> None:
+        async with AsyncioBackend() as backend:
+            waiter = backend.create_waiter()
+            task = asyncio.ensure_future(waiter.wait())
+            await asyncio.sleep(0)
+            waiter.set_result("confirmed")
+            await asyncio.sleep(0)
+            assert task.done() and task.result() == "confirmed"
+
+    asyncio.run(main())
+
+
 async def test_unwaited_waiter_exception_is_not_reported(
     make_backend: Callable[[], Backend], caplog: pytest.LogCaptureFixture
 ) -> None:
