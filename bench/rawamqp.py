@@ -29,7 +29,7 @@ from pamqp import commands
 from pamqp import frame as pamqp_frame
 from pamqp import header as pamqp_header
 
-__all__ = ["RawConnection", "RawError", "ack_frame", "delete_queues", "publish_frames"]
+__all__ = ["FAST_WRITE", "RawConnection", "RawError", "ack_frame", "delete_queues", "publish_frames"]
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 FRAME_MAX = 131072
@@ -38,6 +38,10 @@ CHANNEL = 1
 # is moved to the front only when less than RECV_MIN_ROOM is left after it (or when nothing is left).
 RECV_BUFFER = 4 << 20
 RECV_MIN_ROOM = 1 << 20
+# Publishing without confirms, writes of at most this size (a larger message goes out in slices of it) got
+# 1 MiB messages into the broker ~1.4x faster here than one send() per message (64 KiB: ~1.05x), at
+# ~100 us more CPU per 1 MiB message; with confirms (a window, or one at a time) they were no faster.
+FAST_WRITE = 256 << 10
 FRAME_END = 0xCE
 
 _HEAD = struct.Struct(">BHI")
@@ -119,8 +123,14 @@ class RawConnection:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
+    def send(self, data: bytes, slice_bytes: int | None = None) -> None:
+        """Write ``data``; with ``slice_bytes``, in slices of at most that size (memoryview, no copy)."""
+        if slice_bytes is None or len(data) <= slice_bytes:
+            self.sock.sendall(data)
+            return
+        view = memoryview(data)
+        for start in range(0, len(view), slice_bytes):
+            self.sock.sendall(view[start : start + slice_bytes])
 
     def send_method(self, method: Any, channel: int = CHANNEL) -> None:
         self.sock.sendall(pamqp_frame.marshal(method, channel))
@@ -241,16 +251,21 @@ class RawConnection:
             else:
                 self._check_close(index, start, end)
 
-    def publish_many(self, frames: bytes, count: int, *, batch_bytes: int = 1 << 20) -> None:
-        """Send ``count`` copies of one pre-encoded message, in writes of about ``batch_bytes``."""
+    def publish_many(
+        self, frames: bytes, count: int, *, batch_bytes: int = 1 << 20, slice_bytes: int | None = None
+    ) -> None:
+        """Send ``count`` copies of one pre-encoded message, in writes of about ``batch_bytes``.
+
+        A message larger than ``batch_bytes`` is one write, or slices of ``slice_bytes`` if given.
+        """
         per_write = max(1, batch_bytes // len(frames))
         block = frames * per_write
         left = count
         while left >= per_write:
-            self.send(block)
+            self.send(block, slice_bytes)
             left -= per_write
         if left:
-            self.send(frames * left)
+            self.send(frames * left, slice_bytes)
         self.publish_seq += count
 
     def fill(self, queue: str, body: bytes, count: int, window: int = 2000) -> None:
