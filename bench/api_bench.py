@@ -71,7 +71,8 @@ SIZE_NAMES = {100: "100 B", 64 * KIB: "64 KiB", MIB: "1 MiB"}
 
 # scenario -> {body size: messages per run in a default run}. Sized so that aio-pika 10.2.1 spends about one
 # second (0.5-1.5 s) on each on this project's 2-core machine (its rates on 2026-11-29, load under 1); ours
-# and the raw client spend less. A default bench/run takes about 5 minutes there; --quick divides by 10.
+# and the raw client spend less. A default bench/run took about 4 minutes there (3.5 of them in this
+# file); --quick divides the counts by 10 (under a minute).
 # The consume and get queues are filled beforehand: up to 1,000 MiB (consume_callback, 1 MiB bodies) and
 # publish_noconfirm leaves up to 800 MiB in the broker until the run's queue is deleted.
 COUNTS: dict[str, dict[int, int]] = {
@@ -1221,7 +1222,10 @@ NOTES = [
     "- raw CPU µs/msg: the raw client's CPU (`getrusage`, as for the libraries) per message: the floor a",
     "  client pays on this machine, mostly system time (the kernel's copies of the bodies) for large ones.",
     "  For `rpc` it counts both ends (the raw client and the raw server share one process), so there it is",
-    "  above a client's floor.",
+    "  above a client's floor. Over loopback the sender is also charged for part of the receiving side's",
+    "  kernel work, depending on its write size: the raw `publish_noconfirm` writes 256 KiB slices (the",
+    "  fastest here, like ours) and pays ~100 µs more per 1 MiB message than one write per message (the",
+    "  raw `publish_confirm_500`), so its 1 MiB floor is high by about that much.",
     "- target reachable?: *yes/no (needs N, limit M)* compares the target times aio-pika's msg/s (N) with",
     "  the broker limit of the same run (M): “no” means no client could meet the target on this machine",
     "  in this run. The CPU column's *yes/no (≤ N, floor M)* compares 0.2 times aio-pika's CPU per message",
