@@ -5,8 +5,9 @@ interpreter of the implementation under test, so the process's CPU time (``getru
 to that client alone, and nothing one run leaves behind (buffers, caches, the GC's state) colours the
 next. The orchestrator (this file without ``--worker``) alternates the implementations for each
 scenario, repeats, and reports medians and ratios (ours / reference). A third "implementation", ``raw``,
-runs the same scenarios with pre-encoded frames on a blocking socket (``rawamqp.py``): the broker's own
-limit on this machine, so each figure can be read as a fraction of it.
+runs the same scenarios, in the same alternation, with pre-encoded frames on a blocking socket
+(``rawamqp.py``): the broker's own limit on this machine, so each figure can be read as a fraction of it,
+and the raw client's CPU per message, the floor a client pays.
 
 Use ``bench/run`` (it builds the reference virtualenv and writes ``docs/performance.md``); this file can
 also be run directly with any interpreter that has pamqp::
