@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import pickle
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -134,6 +135,10 @@ def test_message_defaults_info_lock_and_copy() -> None:
     with pytest.raises(ValueError, match="locked"):
         message.priority = 4
     assert not duplicate.locked
+    assert isinstance(message, aio_pika.Message) and repr(message).startswith("Message:")
+    restored = pickle.loads(pickle.dumps(message))
+    assert restored.locked and restored.priority == 3 and restored.headers == {"a": 1}
+    assert not pickle.loads(pickle.dumps(duplicate)).locked
 
     with pytest.raises(TypeError, match="bytes"):
         aio_pika.Message("text")  # type: ignore[arg-type]
