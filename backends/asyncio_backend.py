@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import ssl
 from collections import deque
@@ -23,12 +24,15 @@ T = TypeVar("T")
 
 # Batches larger than this are written in slices of this size, each once the transport has room.
 _WRITE_SLICE = 256 * 1024
+# At most this many pieces per writev() (the kernel's limit, IOV_MAX, is 1024 on Linux).
+_WRITEV_PIECES = 256
 
 
 class _AsyncioStream(Stream, asyncio.Protocol):
     """Both the Stream handed to the upper layer and the asyncio protocol of its transport."""
 
     _transport: asyncio.Transport  # set by connection_made, before the stream is handed out
+    _fd: int  # likewise
 
     def __init__(self, loop: asyncio.AbstractEventLoop, protocol: StreamProtocol) -> None:
         self._loop = loop
@@ -85,6 +89,34 @@ class _AsyncioStream(Stream, asyncio.Protocol):
         # nothing buffered, it sends them straight from the caller's memory.
         transport = self._transport
         while pending and not self._paused and not transport.is_closing():
+            if self._fd >= 0 and not transport.get_write_buffer_size():
+                # Nothing is buffered in the transport, so the socket is ours to write to: up to a
+                # slice's worth of pieces in one writev() (the transport takes one buffer per
+                # system call, so a large message costs two: its frames' heads, then its body).
+                batch: list[bytes | memoryview] = []
+                size = 0
+                for piece in pending:
+                    batch.append(piece)
+                    size += len(piece)
+                    if size >= _WRITE_SLICE or len(batch) >= _WRITEV_PIECES:
+                        break
+                try:
+                    sent = os.writev(self._fd, batch)
+                except OSError:
+                    sent = 0  # full, or broken: the transport's write below buffers it or reports it
+                full = sent < size
+                while sent:
+                    piece = pending[0]
+                    if sent < len(piece):
+                        view = piece if type(piece) is memoryview else memoryview(piece)
+                        pending[0] = view[sent:]
+                        break
+                    sent -= len(piece)
+                    pending.popleft()
+                if not full:
+                    continue
+            # The socket is full (or this is TLS): the transport buffers the next piece and tells
+            # us to pause; resume_writing goes on once its buffer is empty.
             piece = pending[0]
             if len(piece) > _WRITE_SLICE:
                 view = piece if type(piece) is memoryview else memoryview(piece)
@@ -131,6 +163,11 @@ class _AsyncioStream(Stream, asyncio.Protocol):
         # Resume (and write the next slice or piece) only once the transport's buffer is empty: the
         # write then goes straight to send() from our memory instead of being copied behind a backlog.
         self._transport.set_write_buffer_limits(high=_WRITE_SLICE // 4, low=0)
+        # The socket's descriptor, for writev() of pieces; -1 over TLS, where bytes go through the
+        # transport's SSL object, and where there is no writev() (Windows).
+        sock = transport.get_extra_info("socket")
+        tls = transport.get_extra_info("sslcontext") is not None
+        self._fd = sock.fileno() if sock is not None and not tls and hasattr(os, "writev") else -1
 
     def data_received(self, data: bytes) -> None:
         self._receiving = True

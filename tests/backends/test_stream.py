@@ -107,6 +107,49 @@ async def test_back_pressure_stops_pulling_until_the_peer_reads(
                 stream.abort()
 
 
+class PieceProducer(Recorder):
+    """Hands its data over as lists of pieces (bytes and memoryviews), as large publishes do."""
+
+    def __init__(self, batches: list[list[bytes | memoryview]]) -> None:
+        super().__init__()
+        self.batches = batches
+
+    def data_to_send(self) -> list[bytes | memoryview]:  # type: ignore[override]
+        self.pulls += 1
+        return self.batches.pop(0) if self.batches else []
+
+
+async def test_pieces_arrive_whole_and_in_order_through_a_slow_reader(
+    make_backend: Callable[[], Backend],
+) -> None:
+    import random
+
+    rng = random.Random(7)
+    batches: list[list[bytes | memoryview]] = []
+    for batch in range(4):
+        pieces: list[bytes | memoryview] = []
+        for number in range(rng.randrange(1, 120)):
+            size = rng.choice([1, 8, 50, 4096, 65536, 300_000, 1_100_000])
+            chunk = bytes([(batch * 31 + number) % 251]) * size
+            pieces.append(memoryview(chunk)[: size - size // 3] if number % 2 else chunk)
+        batches.append(pieces)
+    expected = b"".join(b"".join(pieces) for pieces in batches)
+    producer = PieceProducer([list(pieces) for pieces in batches])
+    with listener(receive_buffer=64 * 1024) as server:
+        async with make_backend() as backend:
+            stream = await backend.connect_tcp("127.0.0.1", server.getsockname()[1], producer)
+            with accept(server) as peer:
+                received = bytearray()
+                with anyio.fail_after(30):
+                    while len(received) < len(expected):
+                        if producer.batches:
+                            stream.wake_writer()
+                        await anyio.sleep(0.001)  # a slow reader: the socket fills, writes are partial
+                        received += await recv(peer)
+                assert received == expected
+                stream.abort()
+
+
 async def test_connection_lost_once_when_the_peer_closes(make_backend: Callable[[], Backend]) -> None:
     recorder = Recorder()
     with listener() as server:
