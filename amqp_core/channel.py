@@ -130,6 +130,11 @@ class ChannelState:
         while order and order[0] not in unacked:
             order.popleft()
 
+    def settled_through(self, delivery_tag: int) -> bool:
+        """Whether no delivery up to ``delivery_tag`` is left unsettled."""
+        order = self._unacked_order
+        return not order or order[0] > delivery_tag
+
     def forget_deliveries(self) -> None:
         """Every unacknowledged delivery is void (``Basic.Recover`` redelivers them with new tags)."""
         self._unacked.clear()

@@ -218,6 +218,9 @@ class Connection:
         # memoryview pieces (codec.encode_publish_parts); _out_pieces says whether any of them does.
         self._out: list[bytes | memoryview] = []
         self._out_pieces = False
+        # The last Basic.Ack queued, as (frame, channel, delivery tag), when it settles every delivery
+        # up to its tag: an ack that extends it replaces it (see basic_ack).
+        self._prefix_ack: tuple[bytes, int, int] | None = None
         self._channels: dict[int, ChannelState] = {}
         self._incarnations = 0
         self._closing_reply: tuple[int, str] | None = None
@@ -792,9 +795,29 @@ class Connection:
         multiple: bool = False,
         incarnation: int | None = None,
     ) -> None:
-        """Acknowledge a delivery. Pass the delivery's ``incarnation`` to refuse acks for a closed channel."""
-        self._settlement_channel(channel, incarnation).settle(delivery_tag, multiple)
-        self._out.append(codec.encode_ack(channel, delivery_tag, multiple))
+        """Acknowledge a delivery. Pass the delivery's ``incarnation`` to refuse acks for a closed channel.
+
+        Acks of the oldest deliveries of a channel, queued one after another, go out as one ``multiple``
+        ack of the highest: the broker settles exactly the same deliveries, with one frame to handle
+        instead of one per message (a consumer acking each message in a batch sends one frame).
+        """
+        state = self._settlement_channel(channel, incarnation)
+        state.settle(delivery_tag, multiple)
+        out = self._out
+        prefix = self._prefix_ack
+        if not delivery_tag:  # multiple with tag 0: every outstanding delivery, whatever its tag
+            self._prefix_ack = None
+            out.append(codec.encode_ack(channel, 0, multiple))
+            return
+        # Everything up to the tag settled, and the previous frame is this channel's ack of such a prefix
+        # (of a lower tag: settle() refused anything at or below it): one multiple ack covers both.
+        settled = state.settled_through(delivery_tag)
+        if settled and prefix is not None and out and out[-1] is prefix[0] and prefix[1] == channel:
+            frame = out[-1] = codec.encode_ack(channel, delivery_tag, True)
+        else:
+            frame = codec.encode_ack(channel, delivery_tag, multiple)
+            out.append(frame)
+        self._prefix_ack = (frame, channel, delivery_tag) if settled else None
 
     def basic_nack(
         self,

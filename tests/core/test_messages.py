@@ -390,6 +390,50 @@ def test_multiple_ack_settles_a_prefix() -> None:
     assert len(peer.sent_methods()) == 5
 
 
+def acks_sent(peer: Peer) -> list[tuple[str, int, bool]]:
+    return [(type(m).__name__, m.delivery_tag, m.multiple) for m in peer.sent_methods()]
+
+
+def test_acks_of_the_oldest_deliveries_go_out_as_one_multiple_ack() -> None:
+    peer = consuming()
+    delivered(peer, 1, 1, 2, 3, 4, 5, 6)
+    c = peer.connection
+    for tag in (1, 2, 3):
+        c.basic_ack(1, tag)
+    assert acks_sent(peer) == [("Ack", 3, True)]
+    c.basic_ack(1, 5)  # 4 is still outstanding: a multiple ack of 5 would settle it too
+    c.basic_ack(1, 4)
+    c.basic_ack(1, 6)  # everything up to 6 is settled now: extends the ack of 4
+    assert acks_sent(peer) == [("Ack", 5, False), ("Ack", 6, True)]
+    for tag in (4, 5, 6):
+        with pytest.raises(UnknownDeliveryTag):
+            c.basic_ack(1, tag)
+
+
+def test_acks_are_merged_only_when_nothing_comes_between() -> None:
+    peer = consuming()
+    peer.open_channel()
+    delivered(peer, 1, 1, 2, 3, 4, 5)
+    delivered(peer, 2, 1, 2)
+    c = peer.connection
+    c.basic_ack(1, 1)
+    c.basic_nack(1, 2)
+    c.basic_ack(1, 3)  # not merged across the nack
+    c.basic_ack(2, 1)  # another channel
+    c.basic_ack(1, 4)  # not merged across channel 2's ack
+    assert acks_sent(peer) == [
+        ("Ack", 1, False),
+        ("Nack", 2, False),
+        ("Ack", 3, False),
+        ("Ack", 1, False),
+        ("Ack", 4, False),
+    ]
+    c.basic_ack(1, 5)  # the ack of 4 was written: a new frame
+    c.basic_ack(2, 2)
+    c.basic_ack(1, 0, multiple=True)  # "everything outstanding" stays as it is
+    assert acks_sent(peer) == [("Ack", 5, False), ("Ack", 2, False), ("Ack", 0, True)]
+
+
 def test_multiple_ack_of_zero_settles_everything() -> None:
     peer = consuming()
     delivered(peer, 1, 1, 2, 3)
