@@ -309,11 +309,12 @@ class RawConnection:
         self.call(commands.Basic.Cancel("raw"), commands.Basic.CancelOk)
 
     def read_deliveries(self, count: int, *, ack: bool = True) -> None:
-        """Read ``count`` messages; one ack per message, the acks of one socket read sent together.
+        """Read ``count`` messages, acknowledging each read's messages with one ``multiple`` ack.
 
-        The frames are parsed in the receive buffer, in a loop over everything a read brought; the acks
-        go out in one ``send`` before the next blocking read (never later: the broker stops delivering
-        once ``prefetch_count`` messages are unacknowledged).
+        The frames are parsed in the receive buffer, in a loop over everything a read brought; the ack
+        of the last message completed goes out, with ``multiple``, before the next blocking read (never
+        later: the broker stops delivering once ``prefetch_count`` messages are unacknowledged). It
+        settles exactly the read's messages, as the clients' merged acks do (``docs/core.md``).
         """
         buf = self.buf
         head = _HEAD.unpack_from
@@ -351,8 +352,7 @@ class RawConnection:
             self.pos = pos
             if tags:
                 if ack:
-                    pack = _ACK.pack
-                    self.send(b"".join([pack(1, CHANNEL, 13, 60, 80, tag, 0, FRAME_END) for tag in tags]))
+                    self.send(ack_frame(tags[-1], multiple=len(tags) > 1))
                 tags.clear()
             if got == count:
                 return
