@@ -386,9 +386,7 @@ class Connection:
             return 0
         try:
             if data[frame_end] != codec.FRAME_END:
-                raise self._violation(
-                    FRAME_ERROR, f"frame on channel {channel} does not end with the frame-end octet 0xCE"
-                )
+                raise self._bad_frame_end(channel)
             self._on_body_parts(channel, split[7:], memoryview(data)[:frame_end], events)
         except RemoteProtocolError as error:
             error.events = events
@@ -426,10 +424,7 @@ class Connection:
                 if frame_end >= end:
                     break  # need more data
                 if src[frame_end] != codec.FRAME_END:
-                    raise self._violation(
-                        FRAME_ERROR,
-                        f"frame on channel {channel} does not end with the frame-end octet 0xCE",
-                    )
+                    raise self._bad_frame_end(channel)
                 if frame_type == FRAME_METHOD:
                     if size > 4 and unpack_index(src, pos + 7)[0] == _DELIVER:
                         after = self._receive_whole_delivery(src, pos, frame_end, end, channel, events)
@@ -1034,6 +1029,11 @@ class Connection:
             FRAME_ERROR,
             f"the broker sent a frame of {size + FRAME_OVERHEAD} bytes, more than the negotiated "
             f"frame_max of {self._max_payload + FRAME_OVERHEAD}",
+        )
+
+    def _bad_frame_end(self, channel: int) -> RemoteProtocolError:
+        return self._violation(
+            FRAME_ERROR, f"frame on channel {channel} does not end with the frame-end octet 0xCE"
         )
 
     def _violation(
