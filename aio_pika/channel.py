@@ -983,4 +983,4 @@ class Channel(AbstractChannel):
                 )
         except LocalProtocolError as error:
             raise settle_error(error) from None
-        self._connection._wake()
+        self._connection._wake_batched()

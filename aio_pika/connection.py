@@ -467,6 +467,7 @@ class Connection(AbstractConnection):
         self._protocol: _Protocol | None = None
         self._stream: backends.Stream | None = None
         self._wake: Callable[[], None] = _nothing
+        self._wake_batched: Callable[[], None] = _nothing
         self._channels: dict[int, Channel] = {}
         self._opened: backends.Waiter[Any] | None = None
         self._closed_event: backends.Event | None = None
@@ -622,6 +623,7 @@ class Connection(AbstractConnection):
                 )
                 protocol.stream = self._stream = stream
                 self._wake = stream.wake_writer
+                self._wake_batched = stream.wake_writer_batched
                 core.initiate(backend.time())
                 stream.wake_writer()
                 await opened.wait()
@@ -656,7 +658,7 @@ class Connection(AbstractConnection):
             self._opened.set_exception(AMQPConnectionError("the connection was closed while it was opening"))
         stream, self._stream = self._stream, None
         self._protocol = None
-        self._wake = _nothing
+        self._wake = self._wake_batched = _nothing
         if self._state is _CONNECTING:
             self._state = _CLOSED
             if self._closed_event is not None:
@@ -776,7 +778,7 @@ class Connection(AbstractConnection):
         if protocol is not self._protocol:
             return
         self._stream = None
-        self._wake = _nothing
+        self._wake = self._wake_batched = _nothing
         core = protocol.core
         try:
             events = core.receive_eof()
@@ -814,7 +816,7 @@ class Connection(AbstractConnection):
             return
         self._state = _CLOSED
         self._close_exc = reason
-        self._wake = _nothing
+        self._wake = self._wake_batched = _nothing
         if self._opened is not None:
             self._opened.set_exception(exc)
         waiter, self._heartbeat_waiter = self._heartbeat_waiter, None

@@ -38,6 +38,7 @@ class _AsyncioStream(Stream, asyncio.Protocol):
         self._loop = loop
         self._protocol = protocol
         self._flush_scheduled = False
+        self._eager_spent = False  # wake_writer wrote at once since the scheduled flush last ran
         self._wanted = False  # wake_writer was called and data_to_send has not been pulled since
         self._paused = False
         self._receiving = False  # inside data_received: replies and acks wait for the coalesced flush
@@ -48,21 +49,38 @@ class _AsyncioStream(Stream, asyncio.Protocol):
     # Stream
 
     def wake_writer(self) -> None:
+        if self._eager_spent and self._flush_scheduled:
+            return
+        self._wanted = True
+        if self._paused or self._transport.is_closing():
+            return
+        if not self._receiving and not self._eager_spent:
+            # A task issued a command (not a reaction to received data): the first such write of
+            # this loop iteration goes out at once, so a caller that awaits the broker's reply saves
+            # an iteration; what is queued later in the iteration is coalesced by the flush below.
+            self._eager_spent = True
+            self._write()
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def wake_writer_batched(self) -> None:
+        # Acks: an eager write of their own would be one more send() (and one more frame for the
+        # broker) per loop iteration, for nobody waiting; they go with the iteration's batch.
         if self._flush_scheduled:
             return
         self._wanted = True
         if self._paused or self._transport.is_closing():
             return
-        if not self._receiving:
-            # A task issued a command (not a reaction to received data): the first write of this
-            # loop iteration goes out at once, so a caller that awaits the broker's reply saves an
-            # iteration; what is queued later in the iteration is coalesced by the flush below.
-            self._flush()
         self._flush_scheduled = True
         self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        self._eager_spent = False
+        self._write()
+
+    def _write(self) -> None:
         # Checked again here: close() may have run since, and a TLS transport can pause on its
         # own (while handling received records), not only inside our writes.
         if self._paused or self._transport.is_closing():

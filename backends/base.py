@@ -58,11 +58,20 @@ class Stream(abc.ABC):
 
         The backend then calls ``protocol.data_to_send()`` soon and writes the result, pulling at
         most twice per event-loop iteration however often this is called (the asyncio backend
-        writes the first wake of an iteration at once when it does not come from
+        writes the first such wake of an iteration at once when it does not come from
         ``data_received``, then coalesces the rest). While writing is paused
         by back-pressure (the peer is not reading), nothing is pulled; the write happens when the
         transport resumes.
         """
+
+    def wake_writer_batched(self) -> None:
+        """Like :meth:`wake_writer`, for data nobody waits on an answer to (acknowledgements).
+
+        It never makes a write of its own at once: it goes out with the event-loop iteration's
+        coalesced write, or with an eager write that :meth:`wake_writer` makes later in the same
+        iteration. (The default suits backends that do not write eagerly.)
+        """
+        self.wake_writer()
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -51,6 +51,46 @@ async def test_wake_writer_coalesces_into_one_pull(make_backend: Callable[[], Ba
                 stream.close()
 
 
+async def test_batched_wakes_make_one_write(make_backend: Callable[[], Backend]) -> None:
+    recorder = Recorder()
+    with listener() as server:
+        async with make_backend() as backend:
+            stream = await backend.connect_tcp("127.0.0.1", server.getsockname()[1], recorder)
+            with accept(server) as peer:
+                expected = b""
+                for number in range(100):  # acks for a read's deliveries, in one iteration
+                    message = b"%03d;" % number
+                    expected += message
+                    recorder.outgoing += message
+                    stream.wake_writer_batched()
+                assert await recv_exactly(peer, len(expected)) == expected
+                await anyio.sleep(0.01)
+                assert recorder.pulls == 1
+                stream.close()
+
+
+@pytest.mark.parametrize("loop_and_backend", [("asyncio", "asyncio")], ids=["asyncio"])
+async def test_batched_wake_goes_with_the_next_eager_write(make_backend: Callable[[], Backend]) -> None:
+    """Acks are never written at once on their own, but go with a command written at once after them
+    (only the asyncio backend writes eagerly)."""
+    recorder = Recorder()
+    with listener() as server:
+        async with make_backend() as backend:
+            stream = await backend.connect_tcp("127.0.0.1", server.getsockname()[1], recorder)
+            with accept(server) as peer:
+                recorder.outgoing += b"ack;"
+                stream.wake_writer_batched()
+                assert recorder.pulls == 0, "a batched wake waits for the loop"
+                recorder.send(stream, b"publish;")
+                assert recorder.pulls == 1, "the first wake_writer of the iteration writes at once"
+                recorder.send(stream, b"publish;")
+                assert recorder.pulls == 1, "later ones in the iteration are coalesced"
+                expected = b"ack;publish;publish;"
+                assert await recv_exactly(peer, len(expected)) == expected
+                assert recorder.pulls == 2
+                stream.close()
+
+
 class Producer(Recorder):
     """Has another chunk to send every time it is asked, until told which pull is the last."""
 
