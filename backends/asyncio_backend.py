@@ -38,7 +38,8 @@ class _AsyncioStream(Stream, asyncio.Protocol):
         self._loop = loop
         self._protocol = protocol
         self._flush_scheduled = False
-        self._eager_spent = False  # wake_writer wrote at once since the scheduled flush last ran
+        # wake_writer wrote at once in this loop iteration: reset by the next read or scheduled flush
+        self._eager_spent = False
         self._wanted = False  # wake_writer was called and data_to_send has not been pulled since
         self._paused = False
         self._receiving = False  # inside data_received: replies and acks wait for the coalesced flush
@@ -49,20 +50,18 @@ class _AsyncioStream(Stream, asyncio.Protocol):
     # Stream
 
     def wake_writer(self) -> None:
-        if self._eager_spent and self._flush_scheduled:
+        if self._eager_spent or self._receiving:
+            self.wake_writer_batched()
             return
-        self._wanted = True
         if self._paused or self._transport.is_closing():
+            self._wanted = True
             return
-        if not self._receiving and not self._eager_spent:
-            # A task issued a command (not a reaction to received data): the first such write of
-            # this loop iteration goes out at once, so a caller that awaits the broker's reply saves
-            # an iteration; what is queued later in the iteration is coalesced by the flush below.
-            self._eager_spent = True
-            self._write()
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+        # A task issued a command (not a reaction to received data): the first such write of this
+        # loop iteration goes out at once, so a caller that awaits the broker's reply saves an
+        # iteration. What is queued later in the iteration is coalesced by the scheduled flush;
+        # none is scheduled for the eager write itself, which pulled everything queued so far.
+        self._eager_spent = True
+        self._write()
 
     def wake_writer_batched(self) -> None:
         # Acks: an eager write of their own would be one more send() (and one more frame for the
@@ -77,7 +76,7 @@ class _AsyncioStream(Stream, asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        self._eager_spent = False
+        self._eager_spent = False  # a new loop iteration
         self._write()
 
     def _write(self) -> None:
@@ -189,6 +188,7 @@ class _AsyncioStream(Stream, asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._receiving = True
+        self._eager_spent = False  # a new loop iteration (reads come after its tasks have run)
         try:
             self._protocol.data_received(data)
         finally:
