@@ -964,7 +964,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--only", choices=("ours", "reference"), help="run one implementation (+ raw)")
     parser.add_argument("--no-raw", action="store_true", help="skip the broker-limit runs")
-    parser.add_argument("--repeat", type=int, default=3, help="repetitions per figure (default 3)")
+    parser.add_argument("--repeat", type=int, default=5, help="repetitions per figure (default 5)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every message count")
     parser.add_argument("--quick", action="store_true", help="a ~1 minute smoke run: counts / 10, 1 repeat")
     parser.add_argument(
