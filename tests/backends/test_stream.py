@@ -91,6 +91,29 @@ async def test_batched_wake_goes_with_the_next_eager_write(make_backend: Callabl
                 stream.close()
 
 
+@pytest.mark.parametrize("loop_and_backend", [("asyncio", "asyncio")], ids=["asyncio"])
+async def test_one_eager_write_per_iteration(make_backend: Callable[[], Backend]) -> None:
+    """A command alone in its iteration is written at once and costs no second pull; a read starts a
+    new iteration, whose first command is written at once again (a round trip: publish, confirm)."""
+    recorder = Recorder()
+    with listener() as server:
+        async with make_backend() as backend:
+            stream = await backend.connect_tcp("127.0.0.1", server.getsockname()[1], recorder)
+            with accept(server) as peer:
+                recorder.send(stream, b"publish 1;")
+                assert recorder.pulls == 1
+                assert await recv_exactly(peer, 10) == b"publish 1;"
+                for _ in range(5):
+                    await anyio.sleep(0)
+                assert recorder.pulls == 1, "nothing was left to pull after the eager write"
+                peer.sendall(b"confirm 1;")
+                await wait_until(lambda: len(recorder.received) == 10)
+                recorder.send(stream, b"publish 2;")
+                assert recorder.pulls == 2, "the first command after a read is written at once"
+                assert await recv_exactly(peer, 10) == b"publish 2;"
+                stream.close()
+
+
 class Producer(Recorder):
     """Has another chunk to send every time it is asked, until told which pull is the last."""
 
