@@ -455,7 +455,8 @@ class IncomingMessage(Message, AbstractIncomingMessage):
 
     def ack(self, multiple: bool = False) -> Completed:
         """Acknowledge the message (``Basic.Ack``); takes effect without ``await``, and may be awaited."""
-        self._check_settle("ack")
+        if self._no_ack or self._processed:
+            self._check_settle("ack")
         self._channel._settle(self, 0, multiple, False)
         return self._settled()
 

@@ -128,6 +128,7 @@ class ConnectionState(enum.Enum):
 
 
 _OPEN = ConnectionState.OPEN
+_new_tuple = tuple.__new__
 _HANDSHAKE = frozenset(
     {ConnectionState.AWAIT_START, ConnectionState.AWAIT_TUNE, ConnectionState.AWAIT_OPEN_OK}
 )
@@ -885,9 +886,10 @@ class Connection:
                 f"the delivery came from an earlier opening of channel {channel}, which has been "
                 "closed since; the broker already returned the message to its queue"
             )
-        self._require_open()
-        state = self._channel(channel)
-        state.require_open()
+        if state is None or state.phase is not ChannelPhase.OPEN or self.state is not _OPEN:
+            self._require_open()  # each raises the error that says what is not open
+            state = self._channel(channel)
+            state.require_open()
         return state
 
     def _sync(
@@ -1012,10 +1014,10 @@ class Connection:
         if consumer_tag not in state.no_ack_consumers:
             state.track_delivery(delivery_tag)
         events.append(
-            Delivery(
+            _new_tuple(Delivery, (  # Delivery(...) without the Python-level __new__ of a NamedTuple
                 channel, state.incarnation, consumer_tag, delivery_tag, redelivered, exchange, routing_key,
                 properties, body,
-            )
+            ))
         )  # fmt: skip
         return after
 
