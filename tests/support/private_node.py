@@ -493,7 +493,9 @@ class PrivateNode:
         if self.vm_running and self._app_stopped:
             self._command(("rabbit", "start", "[]"), ("start_app",), timeout=timeout or self.startup_timeout)
             self._app_stopped = False
-            self._wait_for_listeners(time.monotonic() + (timeout or self.startup_timeout))
+            deadline = time.monotonic() + (timeout or self.startup_timeout)
+            self._wait_for_listeners(deadline)
+            self._wait_for_boot_marker(deadline)
             return
         self.launch()
         self.wait_until_ready(timeout)
@@ -920,9 +922,30 @@ class PrivateNode:
                     ("await_startup", "--timeout", str(wait_ms // 1000)),
                     timeout=remaining + 10,
                 )
-                return
+                break
             except PrivateNodeError:
                 time.sleep(0.2)
+        self._wait_for_boot_marker(deadline)
+
+    def _wait_for_boot_marker(self, deadline: float) -> None:
+        """Wait until the boot lets go of its marker, the process registered as ``rabbit_boot``.
+
+        It outlives the listeners and ``await_startup`` by up to a few hundred milliseconds, and until it
+        is gone ``rabbit:start()`` takes the node for still booting: a ``stop()`` then ``start()`` in that
+        window returns at once and leaves the broker stopped.
+        """
+        query = "erlang:whereis(rabbit_boot)."
+        while True:
+            if self._erl_call_path is not None:
+                marker = self.eval(query, timeout=30)
+            else:
+                marker = self.ctl("eval", query, timeout=30).stdout.strip()
+            if marker == "undefined":
+                return
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise NodeStartError(f"{self.node} did not finish booting in time\n{self.log_tail()}")
+            time.sleep(0.05)
 
     def _wait_for_listeners(self, deadline: float) -> None:
         for port in (self.amqp_port, self.tls_port):

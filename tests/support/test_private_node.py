@@ -225,6 +225,22 @@ def test_a_node_that_does_not_boot_in_time_is_killed_and_reported() -> None:
 
 
 @pytest.mark.skipif(not rabbitmq_available(), reason="RabbitMQ is not installed")
+def test_an_application_restart_right_after_boot_brings_the_broker_back() -> None:
+    """Listening is not the end of the boot: a stop and start just after it must still start the broker
+    (rabbit:start() returns at once while it takes the node for booting)."""
+    node = PrivateNode()
+    try:
+        node.start()
+        node.stop()
+        node.start()
+        assert node.running
+        with BlockingAMQP(node.host, node.amqp_port) as amqp:
+            amqp.open_channel()
+    finally:
+        node.destroy()
+
+
+@pytest.mark.skipif(not rabbitmq_available(), reason="RabbitMQ is not installed")
 def test_a_node_never_started_is_cleaned_up() -> None:
     node = PrivateNode(tls=True)
     assert node.ca_cert.is_file() and node.config_file.is_file()
