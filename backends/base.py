@@ -56,12 +56,11 @@ class Stream(abc.ABC):
     def wake_writer(self) -> None:
         """Tell the backend there is data to send.
 
-        The backend then calls ``protocol.data_to_send()`` soon and writes the result, pulling at
-        most twice per event-loop iteration however often this is called (the asyncio backend
-        writes the first such wake of an iteration at once when it does not come from
-        ``data_received``, then coalesces the rest). While writing is paused
-        by back-pressure (the peer is not reading), nothing is pulled; the write happens when the
-        transport resumes.
+        The backend then calls ``protocol.data_to_send()`` soon and writes the result: however often
+        this is called, one pull per event-loop iteration, plus (on the asyncio backend) an
+        immediate pull and write for the first wake of an iteration that does not come from
+        ``data_received``. While writing is paused by back-pressure (the peer is not reading),
+        nothing is pulled; the write happens when the transport resumes.
         """
 
     def wake_writer_batched(self) -> None:
