@@ -342,10 +342,13 @@ class RawConnection:
                         got += 1
                         tags.append(tag)
                 elif frame_type == 1:
-                    if index_of(buf, pos + 7)[0] == _DELIVER:
+                    index = index_of(buf, pos + 7)[0]
+                    if index == _DELIVER:
                         tag = u64(buf, pos + 12 + buf[pos + 11])[0]
+                    elif index in (_BASIC_ACK, _BASIC_NACK):
+                        self._on_confirm(pos + 7)  # a publisher confirm read on the way (RPC)
                     else:
-                        self._check_close(index_of(buf, pos + 7)[0], pos + 7, frame_end)
+                        self._check_close(index, pos + 7, frame_end)
                 if buf[frame_end] != FRAME_END:
                     raise RawError(f"frame end {buf[frame_end]:#x} instead of 0xce")
                 pos = frame_end + 1
