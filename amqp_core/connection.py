@@ -1007,6 +1007,7 @@ class Connection:
             return 0
         if body_size:
             start = after + 7
+            # _copy_out's own small-body case, inlined: one call fewer per delivery.
             body = bytes(buf[start:body_end]) if body_size < 4096 else _copy_out(buf, start, body_end)
             after = body_end + 1
         else:

@@ -225,37 +225,35 @@ class _AsyncioWaiter(Waiter[T]):
         self._loop = loop
         self._filled = False
         self._exc: BaseException | None = None
-        self._futures: list[asyncio.Future[T]] = []
+        self._futures: list[asyncio.Future[None]] = []
 
     def set_result(self, value: T) -> None:
-        if self._filled:
-            return
-        self._filled = True
-        self._value = value
-        futures, self._futures = self._futures, []
-        for future in futures:
-            if not future.done():
-                future.set_result(value)
+        if not self._filled:
+            self._value = value
+            self._fill()
 
     def set_exception(self, exc: BaseException) -> None:
-        if self._filled:
-            return
+        if not self._filled:
+            self._exc = exc
+            self._fill()
+
+    def _fill(self) -> None:
+        # The waiting tasks' futures only wake them: each reads the outcome from the waiter.
         self._filled = True
-        self._exc = exc
         futures, self._futures = self._futures, []
         for future in futures:
             if not future.done():
-                future.set_exception(exc)
+                future.set_result(None)
 
     def done(self) -> bool:
         return self._filled
 
     async def wait(self) -> T:
         if not self._filled:
-            future: asyncio.Future[T] = self._loop.create_future()
+            future: asyncio.Future[None] = self._loop.create_future()
             self._futures.append(future)
             try:
-                return await future
+                await future
             finally:
                 if not self._filled:
                     self._futures.remove(future)  # this task was cancelled; the slot stays as it is
