@@ -7,7 +7,9 @@ next. The orchestrator (this file without ``--worker``) alternates the implement
 scenario, repeats, and reports medians and ratios (ours / reference). A third "implementation", ``raw``,
 runs the same scenarios, in the same alternation, with pre-encoded frames on a blocking socket
 (``rawamqp.py``): the broker's own limit on this machine, so each figure can be read as a fraction of it,
-and the raw client's CPU per message, the floor a client pays.
+and the raw client's CPU per message, the floor a client pays. A fourth, ``floor``, runs the round-trip
+scenarios (sequential confirms and RPC) on bare asyncio with pre-encoded frames (``asyncio_floor.py``):
+what the event loop alone costs per round trip, the limit of any client written on asyncio.
 
 Use ``bench/run`` (it builds the reference virtualenv and writes ``docs/performance.md``); this file can
 also be run directly with any interpreter that has pamqp::
@@ -117,6 +119,8 @@ CPU_TARGET_SCENARIOS = (
     "consume_callback",
     "consume_iterator",
 )
+# The round-trip scenarios that also run on bare asyncio (asyncio_floor.py), as the raw client names them.
+FLOOR_SCENARIOS = ("publish_confirm_seq", "rpc")
 BACKEND_SCENARIOS = ("publish_confirm_500", "publish_noconfirm", "consume_callback", "consume_iterator")
 TRIO_TARGET = 0.6
 
@@ -651,6 +655,11 @@ def run_worker(spec: Spec) -> dict[str, Any]:
     if spec.impl == "raw":
         extra = raw_scenario(spec, clock)
         result["library"] = "raw socket + pamqp"
+    elif spec.impl == "floor":
+        from asyncio_floor import floor_scenario
+
+        extra = floor_scenario(spec, clock)
+        result["library"] = "asyncio + pre-encoded frames"
     else:
         import aio_pika
 
@@ -679,7 +688,12 @@ def rpc_server_main(spec_json: str) -> None:
     import asyncio
 
     spec = Spec(**json.loads(spec_json))
-    asyncio.run(rpc_server(spec))
+    if spec.impl == "floor":
+        from asyncio_floor import floor_rpc_server
+
+        asyncio.run(floor_rpc_server(spec))
+    else:
+        asyncio.run(rpc_server(spec))
 
 
 # =====================================================================================================
@@ -691,6 +705,8 @@ def rpc_server_main(spec_json: str) -> None:
 class Impl:
     name: str
     python: str
+    # The raw client's names (RAW_EQUIVALENT) of the scenarios it runs; None: every scenario.
+    scenarios: tuple[str, ...] | None = None
 
 
 def run_one(impl: Impl, spec: Spec, timeout: float, log: Callable[[str], None]) -> dict[str, Any]:
@@ -776,6 +792,8 @@ def throughput(
         for rep in range(repeat):
             order = impls[rep % len(impls) :] + impls[: rep % len(impls)]
             for impl in order:
+                if impl.scenarios is not None and RAW_EQUIVALENT[scenario] not in impl.scenarios:
+                    continue
                 queue = f"bench-{tag}-{impl.name}-{scenario}-{size}-{rep}"
                 spec = Spec(impl.name, scenario, size, count, url, queue, loop=loop, backend=backend)
                 result = run_one(impl, spec, timeout, log)
@@ -878,6 +896,37 @@ def throughput_table(cells: dict[tuple[str, int, str], Cell], plan: list[tuple[s
     return lines
 
 
+def floor_table(cells: dict[tuple[str, int, str], Cell], plan: list[tuple[str, int, int]]) -> list[str]:
+    """The round-trip scenarios against bare asyncio (``asyncio_floor.py``), where it ran."""
+    rows = [(s, z) for s, z, _c in plan if (s, z, "floor") in cells]
+    if not rows:
+        return []
+    lines = [
+        "| scenario | body | asyncio floor msg/s | floor % of broker limit | ours % of floor | target needs "
+        "msg/s | reachable on asyncio? | floor CPU µs/msg | CPU target ≤ µs/msg | CPU target reachable on "
+        "asyncio? |",
+        "|---|---|--:|--:|--:|--:|---|--:|--:|---|",
+    ]
+    for scenario, size in rows:
+        floor = cells[(scenario, size, "floor")]
+        ours, ref, raw = (cells.get((scenario, size, name)) for name in ("ours", "reference", "raw"))
+        floor_rate, floor_cpu = floor.rate, floor.cpu_us
+        ref_rate, ref_cpu = (ref.rate, ref.cpu_us) if ref else (None, None)
+        target = TARGETS.get(scenario)
+        cpu_target = CPU_TARGET if scenario in CPU_TARGET_SCENARIOS else None
+        needed = target * ref_rate if target and ref_rate else None
+        allowed = cpu_target * ref_cpu if cpu_target and ref_cpu else None
+        floor_text = fmt_rate(floor_rate) if floor.ok else f"failed: {floor.error[:60]}"
+        lines.append(
+            f"| {scenario} | {SIZE_NAMES.get(size, size)} | {floor_text} | "
+            f"{fmt_pct(ratio(floor_rate, raw.rate if raw else None))} | "
+            f"{fmt_pct(ratio(ours.rate if ours else None, floor_rate))} | {fmt_rate(needed)} | "
+            f"{reachable_rate(target, ref_rate, floor_rate)} | {fmt_rate(floor_cpu)} | {fmt_rate(allowed)} | "
+            f"{reachable_cpu(cpu_target, ref_cpu, floor_cpu)} |"
+        )
+    return lines
+
+
 def machine_description(url: str) -> list[str]:
     from rawamqp import RawConnection
 
@@ -973,7 +1022,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the interpreter with aio-pika 10.2.1",
     )
     parser.add_argument("--only", choices=("ours", "reference"), help="run one implementation (+ raw)")
-    parser.add_argument("--no-raw", action="store_true", help="skip the broker-limit runs")
+    parser.add_argument("--no-raw", action="store_true", help="skip the broker-limit and asyncio-floor runs")
     parser.add_argument("--repeat", type=int, default=5, help="repetitions per figure (default 5)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every message count")
     parser.add_argument("--quick", action="store_true", help="a ~1 minute smoke run: counts / 10, 1 repeat")
@@ -1031,7 +1080,7 @@ def main(argv: list[str] | None = None) -> int:
         if not ours_usable:
             log("our aio_pika cannot be imported yet: running the reference only")
             impls = [i for i in impls if i.name != "ours"]
-    raw = [] if args.no_raw else [Impl("raw", sys.executable)]
+    raw = [] if args.no_raw else [Impl("raw", sys.executable), Impl("floor", sys.executable, FLOOR_SCENARIOS)]
     started = datetime.datetime.now().astimezone()
     load_before = load_average()
     log(f"throughput: {len(plan)} scenario/size pairs x {repeat} x {[i.name for i in impls + raw]}")
@@ -1128,6 +1177,20 @@ def render(
         *throughput_table(cells, plan),
         "",
     ]
+    floor_lines = floor_table(cells, plan)
+    if floor_lines:
+        lines += [
+            "### Round trips on bare asyncio",
+            "",
+            "`publish_confirm_seq` and RPC wait for each answer before the next message. The asyncio floor",
+            "(`bench/asyncio_floor.py`, in the same alternation) runs them on an `asyncio.Protocol` with",
+            "pre-encoded frames and no client library: the event loop's own cost per round trip. A target",
+            "that needs more than the floor (or less CPU) cannot be met by a client written on asyncio in",
+            "this run. For RPC the floor's server answers inside `data_received`, without any task.",
+            "",
+            *floor_lines,
+            "",
+        ]
     if memory:
         lines += [
             "## Memory",

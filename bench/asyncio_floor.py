@@ -1,0 +1,204 @@
+"""The round-trip scenarios on bare asyncio: what any asyncio client pays, with no client library.
+
+``publish_confirm_seq`` and ``rpc`` are chains of round trips: every message waits for the previous
+one's answer. The raw client (``rawamqp.py``) gives the broker's limit with blocking ``send``/``recv``
+and no event loop; a library on asyncio also pays for the loop itself: the blocking ``epoll_wait``
+before each read, the protocol callback, the future that wakes the waiting task, the loop iteration
+that runs it. This module runs those scenarios with that much and nothing more, as the ``floor``
+implementation of ``api_bench.py`` (in the same alternation as the others):
+
+* the handshake and setup are done by the blocking raw client, then its socket is handed to an
+  ``asyncio.Protocol`` that writes pre-encoded messages and acks, and reads only the frame heads it
+  needs to count confirms and deliveries: no encoding, no parsing of methods or properties, no
+  channel state;
+* ``publish_confirm_seq``: one task publishes, then awaits a future that the protocol completes when
+  the confirm arrives;
+* ``rpc``: the client publishes a request with a confirm, as the tutorial's code does, and awaits a
+  future until both the confirm and the reply have arrived; the server, another process, answers
+  inside ``data_received`` (no task at all: less than any library's callback costs) and acks each
+  request once its reply is confirmed, as the raw RPC and the libraries' servers do.
+
+Its figures are a floor for asyncio clients, above the raw client's limit: a target that needs more than
+the floor delivered cannot be met by any client written on asyncio, in that run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from api_bench import QUEUE_ARGUMENTS, RAW_EQUIVALENT, Clock, Spec, body_of
+from pamqp import commands
+from pamqp import frame as pamqp_frame
+from rawamqp import RawConnection, ack_frame, publish_frames
+
+__all__ = ["floor_rpc_server", "floor_scenario"]
+
+_HEAD = struct.Struct(">BHI")
+_INDEX = struct.Struct(">I")
+_BODY_SIZE = struct.Struct(">Q")
+_BASIC_ACK = commands.Basic.Ack.index
+_BASIC_DELIVER = commands.Basic.Deliver.index
+_CLOSE_OK = commands.Connection.CloseOk.index
+_FRAME_METHOD, _FRAME_HEADER, _FRAME_BODY = 1, 2, 3
+
+
+class FrameCounter(asyncio.Protocol):
+    """Counts the confirms and the whole deliveries in the stream, calling the hooks at each."""
+
+    def __init__(self, on_confirm: Callable[[int], None], on_delivery: Callable[[int], None]) -> None:
+        self.on_confirm = on_confirm
+        self.on_delivery = on_delivery
+        self.buffer = bytearray()
+        self.confirmed = 0
+        self.delivered = 0
+        self.body_left = -1  # bytes of the current delivery's body still to come; -1: none started
+        self.close_ok: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        pos = 0
+        while len(buffer) - pos >= 7:
+            frame_type, _channel, size = _HEAD.unpack_from(buffer, pos)
+            end = pos + 8 + size
+            if end > len(buffer):
+                break
+            if frame_type == _FRAME_METHOD:
+                index = _INDEX.unpack_from(buffer, pos + 7)[0]
+                if index == _BASIC_ACK:
+                    self.confirmed += 1  # one publish at a time: never a `multiple` ack
+                    self.on_confirm(self.confirmed)
+                elif index == _BASIC_DELIVER:
+                    self.body_left = 0
+                elif index == _CLOSE_OK and not self.close_ok.done():
+                    self.close_ok.set_result(None)
+            elif frame_type == _FRAME_HEADER:
+                self.body_left = _BODY_SIZE.unpack_from(buffer, pos + 11)[0]
+                self._check_delivered()
+            elif frame_type == _FRAME_BODY:
+                self.body_left -= size
+                self._check_delivered()
+            pos = end
+        del buffer[:pos]
+
+    def _check_delivered(self) -> None:
+        if self.body_left == 0:
+            self.body_left = -1
+            self.delivered += 1
+            self.on_delivery(self.delivered)
+
+
+Hook = Callable[[int], None]
+
+
+async def _open(raw: RawConnection, on_confirm: Hook, on_delivery: Hook) -> tuple[Any, FrameCounter]:
+    raw.sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    return await loop.create_connection(lambda: FrameCounter(on_confirm, on_delivery), sock=raw.sock)
+
+
+async def _close(transport: asyncio.Transport, counter: FrameCounter) -> None:
+    """Connection.Close and its CloseOk before the socket closes (so the broker logs no abrupt close)."""
+    transport.write(pamqp_frame.marshal(commands.Connection.Close(200, "bye", 0, 0), 0))
+    try:
+        await asyncio.wait_for(counter.close_ok, 5)
+    finally:
+        transport.close()
+
+
+class _Waiting:
+    """The publishing task's future, completed by the protocol's hooks."""
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[None] | None = None
+
+    def wake(self, _count: int) -> None:
+        future = self.future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    async def until(self, done: Callable[[], bool]) -> None:
+        loop = asyncio.get_running_loop()
+        while not done():
+            self.future = loop.create_future()
+            await self.future
+
+
+async def _publish_confirm_seq(spec: Spec, clock: Clock) -> None:
+    with RawConnection(spec.url) as raw:
+        raw.confirm_select()
+        frames = publish_frames(spec.queue, body_of(spec.size), frame_max=raw.frame_max)
+        waiting = _Waiting()
+        transport, counter = await _open(raw, waiting.wake, waiting.wake)
+        clock.start()
+        for seq in range(1, spec.count + 1):
+            transport.write(frames)
+            await waiting.until(lambda seq=seq: counter.confirmed >= seq)
+        clock.stop()
+        await _close(transport, counter)
+
+
+async def _rpc_client(spec: Spec, clock: Clock) -> None:
+    from api_bench import start_rpc_server, stop_rpc_server
+
+    reply_queue = f"{spec.queue}-reply"
+    with RawConnection(spec.url) as raw:
+        raw.queue_declare(reply_queue, arguments=QUEUE_ARGUMENTS)
+        raw.start_consume(reply_queue, ack=False)
+        raw.confirm_select()
+        properties = commands.Basic.Properties(
+            content_type="application/octet-stream", correlation_id="0" * 36, reply_to=reply_queue
+        )
+        request = publish_frames(spec.queue, body_of(spec.size), properties, frame_max=raw.frame_max)
+        server = start_rpc_server(spec)
+        try:
+            waiting = _Waiting()
+            transport, counter = await _open(raw, waiting.wake, waiting.wake)
+            clock.start()
+            for call in range(1, spec.count + 1):
+                transport.write(request)
+                await waiting.until(lambda call=call: counter.confirmed >= call and counter.delivered >= call)
+            clock.stop()
+            await _close(transport, counter)
+        finally:
+            stop_rpc_server(server)
+
+
+async def floor_rpc_server(spec: Spec) -> None:
+    """The server of the floor's RPC: replies from ``data_received``, acks once a reply is confirmed."""
+    with RawConnection(spec.url) as raw:
+        raw.start_consume(spec.queue)
+        raw.confirm_select()
+        properties = commands.Basic.Properties(correlation_id="0" * 36)
+        reply = publish_frames(f"{spec.queue}-reply", body_of(spec.size), properties, frame_max=raw.frame_max)
+        transport: asyncio.Transport | None = None
+
+        def on_delivery(_count: int) -> None:
+            assert transport is not None
+            transport.write(reply)
+
+        def on_confirm(count: int) -> None:
+            assert transport is not None
+            transport.write(ack_frame(count))  # request n's reply is publish n: delivery tag n
+
+        transport, counter = await _open(raw, on_confirm, on_delivery)
+        stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set_result, None)
+        print("READY", flush=True)
+        await stop
+        await _close(transport, counter)
+
+
+def floor_scenario(spec: Spec, clock: Clock) -> dict[str, Any]:
+    scenario = RAW_EQUIVALENT[spec.scenario]
+    if scenario == "publish_confirm_seq":
+        asyncio.run(_publish_confirm_seq(spec, clock))
+    elif scenario == "rpc":
+        asyncio.run(_rpc_client(spec, clock))
+    else:
+        raise ValueError(f"no asyncio floor for {spec.scenario}")
+    return {}
