@@ -1,7 +1,8 @@
 """The benchmark scripts stay runnable: they import, and a quick core_bench run completes.
 
-Nothing here looks at the figures: timings on a shared machine are not a test. The broker-backed check
-only drives the raw client the API benchmark uses for its fixtures and its broker-limit runs.
+Nothing here looks at the figures: timings on a shared machine are not a test. The broker-backed checks
+only drive the raw client the API benchmark uses for its fixtures and its broker-limit runs, and the
+asyncio floor of the round-trip scenarios.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def bench_on_path() -> Iterator[None]:
         sys.path.remove(str(BENCH))
 
 
-@pytest.mark.parametrize("module", ["core_bench", "api_bench", "rawamqp"])
+@pytest.mark.parametrize("module", ["core_bench", "api_bench", "rawamqp", "asyncio_floor"])
 def test_bench_module_imports(module: str) -> None:
     importlib.import_module(module)
 
@@ -82,3 +83,46 @@ def test_raw_client_fills_and_drains_a_queue() -> None:
             assert raw.get(queue) is None
         finally:
             raw.queue_delete(queue)
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("scenario", ["publish_confirm_seq", "rpc"])
+def test_asyncio_floor_runs_the_round_trips(scenario: str) -> None:
+    api_bench = importlib.import_module("api_bench")
+    rawamqp = importlib.import_module("rawamqp")
+    queue = f"bench-smoke-floor-{uuid.uuid4().hex[:8]}"
+    with rawamqp.RawConnection() as raw:
+        raw.queue_declare(queue, arguments={"x-expires": 60_000})
+    try:
+        spec = api_bench.Spec("floor", scenario, 100, 20, api_bench.DEFAULT_URL, queue)
+        result = api_bench.run_worker(spec)
+        assert result["ok"] and result["wall"] > 0
+        with rawamqp.RawConnection() as raw:
+            held = raw.queue_declare(queue, passive=True)
+        # Sequential publishes stay in the queue; the RPC server acked every request it answered.
+        assert held == (20 if scenario == "publish_confirm_seq" else 0)
+    finally:
+        rawamqp.delete_queues(api_bench.DEFAULT_URL, [queue, f"{queue}-reply"])
+
+
+def test_api_bench_report_compares_round_trips_with_the_floor() -> None:
+    api_bench = importlib.import_module("api_bench")
+    args = api_bench.parse_args(["--url", "amqp://guest:guest@127.0.0.1:1/"])
+    plan = api_bench.build_plan(["publish_confirm_seq", "consume_callback"], [100], 0.1)
+
+    def cell(count: int, wall: float, cpu: float) -> object:
+        return api_bench.Cell([{"ok": True, "count": count, "wall": wall, "cpu": cpu}])
+
+    cells = {
+        ("publish_confirm_seq", 100, "ours"): cell(300, 0.05, 0.015),  # 6,000 msg/s
+        ("publish_confirm_seq", 100, "reference"): cell(300, 0.1, 0.045),  # 3,000 msg/s
+        ("publish_confirm_seq", 100, "raw"): cell(300, 0.03, 0.006),  # 10,000 msg/s
+        ("publish_confirm_seq", 100, "floor"): cell(300, 0.0375, 0.009),  # 8,000 msg/s, 30 µs
+    }
+    now = api_bench.datetime.datetime.now().astimezone()
+    report = api_bench.render(args, plan, 1, cells, {}, {}, [], None, [], now, now, "0 0 0")
+    # 2x of aio-pika needs 6,000 msg/s, within the floor's 8,000; 0.2x of its 150 µs is 30 µs.
+    row = "| publish_confirm_seq | 100 B | 8,000 | 80% | 75% | 6,000 | yes (needs 6,000, limit 8,000) |"
+    assert row in report
+    assert "| 30 | 30 | yes (≤ 30, floor 30) |" in report
+    assert "| consume_callback | 100 B | 8," not in report.split("### Round trips on bare asyncio")[1]
