@@ -1,11 +1,11 @@
-"""The round-trip scenarios on bare asyncio: what any asyncio client pays, with no client library.
+"""Round trips and consumers on bare asyncio: what any asyncio client pays, with no client library.
 
-``publish_confirm_seq`` and ``rpc`` are chains of round trips: every message waits for the previous
-one's answer. The raw client (``rawamqp.py``) gives the broker's limit with blocking ``send``/``recv``
-and no event loop; a library on asyncio also pays for the loop itself: the blocking ``epoll_wait``
-before each read, the protocol callback, the future that wakes the waiting task, the loop iteration
-that runs it. This module runs those scenarios with that much and nothing more, as the ``floor``
-implementation of ``api_bench.py`` (in the same alternation as the others):
+The raw client (``rawamqp.py``) gives the broker's limit with blocking ``send``/``recv``, no event loop,
+and bodies parsed where they lie. A library on asyncio also pays for the loop itself: the blocking
+``epoll_wait`` before each read, the protocol callback, the future that wakes a waiting task, the loop
+iteration that runs it; and a consumer that hands out each body as ``bytes`` copies it once out of the
+read. This module runs the scenarios where that matters with that much and nothing more, as the
+``floor`` implementation of ``api_bench.py`` (in the same alternation as the others):
 
 * the handshake and setup are done by the blocking raw client, then its socket is handed to an
   ``asyncio.Protocol`` that writes pre-encoded messages and acks, and reads only the frame heads it
@@ -16,10 +16,14 @@ implementation of ``api_bench.py`` (in the same alternation as the others):
 * ``rpc``: the client publishes a request with a confirm, as the tutorial's code does, and awaits a
   future until both the confirm and the reply have arrived; the server, another process, answers
   inside ``data_received`` (no task at all: less than any library's callback costs) and acks each
-  request once its reply is confirmed, as the raw RPC and the libraries' servers do.
+  request once its reply is confirmed, as the raw RPC and the libraries' servers do;
+* ``consume`` (both consume scenarios): the reads the transport hands over are parsed in place; each
+  body is copied once into its own ``bytes`` (a body frame cut by the end of a read is kept as views
+  of both reads until then), and each read's messages are acked with one ``multiple`` ack, as the raw
+  consumer does. No task, no message object: the bodies are dropped.
 
-Its figures are a floor for asyncio clients, above the raw client's limit: a target that needs more than
-the floor delivered cannot be met by any client written on asyncio, in that run.
+Its figures are a floor for asyncio clients, above the raw client's: a target that needs more than the
+floor delivered (or less CPU than it spent) cannot be met by any client written on asyncio, in that run.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ __all__ = ["floor_rpc_server", "floor_scenario"]
 _HEAD = struct.Struct(">BHI")
 _INDEX = struct.Struct(">I")
 _BODY_SIZE = struct.Struct(">Q")
+_U64 = struct.Struct(">Q")
 _BASIC_ACK = commands.Basic.Ack.index
 _BASIC_DELIVER = commands.Basic.Deliver.index
 _CLOSE_OK = commands.Connection.CloseOk.index
@@ -101,7 +106,7 @@ async def _open(raw: RawConnection, on_confirm: Hook, on_delivery: Hook) -> tupl
     return await loop.create_connection(lambda: FrameCounter(on_confirm, on_delivery), sock=raw.sock)
 
 
-async def _close(transport: asyncio.Transport, counter: FrameCounter) -> None:
+async def _close(transport: asyncio.Transport, counter: FrameCounter | BodyCopier) -> None:
     """Connection.Close and its CloseOk before the socket closes (so the broker logs no abrupt close)."""
     transport.write(pamqp_frame.marshal(commands.Connection.Close(200, "bye", 0, 0), 0))
     try:
@@ -193,12 +198,117 @@ async def floor_rpc_server(spec: Spec) -> None:
         await _close(transport, counter)
 
 
+class BodyCopier(asyncio.Protocol):
+    """A consumer: each delivery's body copied once into ``bytes``, each read acked with one ack."""
+
+    def __init__(self, count: int) -> None:
+        loop = asyncio.get_running_loop()
+        self.left = count
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.close_ok: asyncio.Future[None] = loop.create_future()
+        self.transport: asyncio.Transport | None = None
+        self.rest = b""  # the start of a method or header frame cut by the end of a read
+        self.skip = 0  # 1: the next read starts with the frame end of a body frame
+        self.tag = 0  # the delivery tag of the message being received
+        self.body_left = 0  # bytes of its body still to come
+        self.parts: list[memoryview] = []  # its body frames (views of the reads)
+        self.frame_left = 0  # payload bytes of a body frame cut by the end of a read, still to come
+        self.ack_tag = 0  # the last message completed in this read
+        self.body_bytes = 0  # in all the bodies made
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        pos, self.skip = self.skip, 0
+        if self.frame_left:  # the rest of a body frame cut by the previous read
+            pos = self._body_part(memoryview(data), 0, self.frame_left)
+            if self.frame_left:
+                return
+            pos += 1  # its frame end
+        if self.rest:  # a small frame was cut: only then is (the rest of) a read copied
+            data, pos, self.rest = self.rest + data[pos:], 0, b""
+        view = memoryview(data)
+        end = len(data)
+        while end - pos >= 7:
+            frame_type, _channel, size = _HEAD.unpack_from(data, pos)
+            payload = pos + 7
+            if frame_type == _FRAME_BODY:
+                pos = self._body_part(view, payload, size) + 1
+                if self.frame_left:
+                    break
+                continue
+            if payload + size >= end:
+                break
+            if frame_type == _FRAME_METHOD:
+                index = _INDEX.unpack_from(data, payload)[0]
+                if index == _BASIC_DELIVER:
+                    self.tag = _U64.unpack_from(data, payload + 5 + data[payload + 4])[0]
+                elif index == _CLOSE_OK and not self.close_ok.done():
+                    self.close_ok.set_result(None)
+            elif frame_type == _FRAME_HEADER:
+                self.body_left = _BODY_SIZE.unpack_from(data, payload + 4)[0]
+                if not self.body_left:
+                    self._complete()
+            pos = payload + size + 1
+        if not self.frame_left:
+            if pos > end:
+                self.skip = 1
+            elif pos < end:
+                self.rest = bytes(data[pos:])
+        if self.ack_tag:
+            assert self.transport is not None
+            self.transport.write(ack_frame(self.ack_tag, multiple=True))
+            self.ack_tag = 0
+
+    def _body_part(self, view: memoryview, start: int, size: int) -> int:
+        """Take up to ``size`` payload bytes from ``start``; returns where the taken bytes end."""
+        end = min(start + size, len(view))
+        self.parts.append(view[start:end])
+        self.frame_left = size - (end - start)
+        self.body_left -= end - start
+        if not self.body_left and not self.frame_left:
+            self._complete()
+        return end
+
+    def _complete(self) -> None:
+        parts, self.parts = self.parts, []
+        body = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
+        self.body_bytes += len(body)  # then dropped: making it is what a client pays
+        self.ack_tag = self.tag
+        self.left -= 1
+        if not self.left and not self.done.done():
+            self.done.set_result(None)
+
+
+async def _consume(spec: Spec, clock: Clock) -> None:
+    from api_bench import prefetch_for
+
+    body = body_of(spec.size)
+    with RawConnection(spec.url) as filler:
+        filler.fill(spec.queue, body, spec.count)
+    with RawConnection(spec.url) as raw:
+        raw.qos(prefetch_for(spec.size))
+        raw.sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        clock.start()
+        # The consumer starts on the asyncio side, so the first deliveries reach the protocol.
+        transport, copier = await loop.create_connection(lambda: BodyCopier(spec.count), sock=raw.sock)
+        consume = commands.Basic.Consume(queue=spec.queue, consumer_tag="floor")
+        transport.write(pamqp_frame.marshal(consume, 1))
+        await copier.done
+        clock.stop()
+        await _close(transport, copier)
+
+
 def floor_scenario(spec: Spec, clock: Clock) -> dict[str, Any]:
     scenario = RAW_EQUIVALENT[spec.scenario]
     if scenario == "publish_confirm_seq":
         asyncio.run(_publish_confirm_seq(spec, clock))
     elif scenario == "rpc":
         asyncio.run(_rpc_client(spec, clock))
+    elif scenario == "consume":
+        asyncio.run(_consume(spec, clock))
     else:
         raise ValueError(f"no asyncio floor for {spec.scenario}")
     return {}
