@@ -43,7 +43,6 @@ __all__ = ["floor_rpc_server", "floor_scenario"]
 
 _HEAD = struct.Struct(">BHI")
 _INDEX = struct.Struct(">I")
-_BODY_SIZE = struct.Struct(">Q")
 _U64 = struct.Struct(">Q")
 _BASIC_ACK = commands.Basic.Ack.index
 _BASIC_DELIVER = commands.Basic.Deliver.index
@@ -82,7 +81,7 @@ class FrameCounter(asyncio.Protocol):
                 elif index == _CLOSE_OK and not self.close_ok.done():
                     self.close_ok.set_result(None)
             elif frame_type == _FRAME_HEADER:
-                self.body_left = _BODY_SIZE.unpack_from(buffer, pos + 11)[0]
+                self.body_left = _U64.unpack_from(buffer, pos + 11)[0]
                 self._check_delivered()
             elif frame_type == _FRAME_BODY:
                 self.body_left -= size
@@ -247,7 +246,7 @@ class BodyCopier(asyncio.Protocol):
                 elif index == _CLOSE_OK and not self.close_ok.done():
                     self.close_ok.set_result(None)
             elif frame_type == _FRAME_HEADER:
-                self.body_left = _BODY_SIZE.unpack_from(data, payload + 4)[0]
+                self.body_left = _U64.unpack_from(data, payload + 4)[0]
                 if not self.body_left:
                     self._complete()
             pos = payload + size + 1
