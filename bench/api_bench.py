@@ -1021,7 +1021,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=str(HERE / ".venv-reference/bin/python"),
         help="the interpreter with aio-pika 10.2.1",
     )
-    parser.add_argument("--only", choices=("ours", "reference"), help="run one implementation (+ raw)")
+    parser.add_argument(
+        "--only", choices=("ours", "reference"), help="run one implementation (+ raw and floor)"
+    )
     parser.add_argument("--no-raw", action="store_true", help="skip the broker-limit and asyncio-floor runs")
     parser.add_argument("--repeat", type=int, default=5, help="repetitions per figure (default 5)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every message count")
@@ -1080,14 +1082,17 @@ def main(argv: list[str] | None = None) -> int:
         if not ours_usable:
             log("our aio_pika cannot be imported yet: running the reference only")
             impls = [i for i in impls if i.name != "ours"]
-    raw = [] if args.no_raw else [Impl("raw", sys.executable), Impl("floor", sys.executable, FLOOR_SCENARIOS)]
+    baselines = []
+    if not args.no_raw:
+        baselines = [Impl("raw", sys.executable), Impl("floor", sys.executable, FLOOR_SCENARIOS)]
     started = datetime.datetime.now().astimezone()
     load_before = load_average()
-    log(f"throughput: {len(plan)} scenario/size pairs x {repeat} x {[i.name for i in impls + raw]}")
+    log(f"throughput: {len(plan)} scenario/size pairs x {repeat} x {[i.name for i in impls + baselines]}")
 
-    # The raw client runs every scenario alongside the libraries, in the same alternation, so the limit
-    # is measured under the same conditions as the figures it is compared with.
-    cells = throughput(impls + raw, plan, repeat, args.url, args.timeout, log)
+    # The raw client (every scenario) and the asyncio floor (its scenarios) run alongside the libraries,
+    # in the same alternation, so the limits are measured under the same conditions as the figures they
+    # are compared with.
+    cells = throughput(impls + baselines, plan, repeat, args.url, args.timeout, log)
 
     memory: dict[str, dict[str, Any]] = {}
     if not args.no_memory:
