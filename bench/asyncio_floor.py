@@ -49,11 +49,13 @@ _BASIC_DELIVER = commands.Basic.Deliver.index
 _CLOSE_OK = commands.Connection.CloseOk.index
 _FRAME_METHOD, _FRAME_HEADER, _FRAME_BODY = 1, 2, 3
 
+Hook = Callable[[int], None]  # called with the count so far (of confirms, or of deliveries)
+
 
 class FrameCounter(asyncio.Protocol):
     """Counts the confirms and the whole deliveries in the stream, calling the hooks at each."""
 
-    def __init__(self, on_confirm: Callable[[int], None], on_delivery: Callable[[int], None]) -> None:
+    def __init__(self, on_confirm: Hook, on_delivery: Hook) -> None:
         self.on_confirm = on_confirm
         self.on_delivery = on_delivery
         self.buffer = bytearray()
@@ -94,9 +96,6 @@ class FrameCounter(asyncio.Protocol):
             self.body_left = -1
             self.delivered += 1
             self.on_delivery(self.delivered)
-
-
-Hook = Callable[[int], None]
 
 
 async def _open(raw: RawConnection, on_confirm: Hook, on_delivery: Hook) -> tuple[Any, FrameCounter]:
