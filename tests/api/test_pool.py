@@ -99,3 +99,4 @@ async def test_connection_pool(backend_name: str, names: Names) -> None:
                     group.start_soon(publish)
             async with channel_pool.acquire() as channel:
                 assert (await channel.get_queue(queue_name)).declaration_result.message_count == 20
+                await channel.queue_delete(queue_name)
