@@ -219,9 +219,9 @@ class Connection:
         # memoryview pieces (codec.encode_publish_parts); _out_pieces says whether any of them does.
         self._out: list[bytes | memoryview] = []
         self._out_pieces = False
-        # The last Basic.Ack queued, as (frame, channel, delivery tag), when it settles every delivery
-        # up to its tag: an ack that extends it replaces it (see basic_ack).
-        self._prefix_ack: tuple[bytes, int, int] | None = None
+        # The last Basic.Ack queued, as (frame, channel), when it settles every delivery up to its tag:
+        # an ack that extends it replaces it (see basic_ack).
+        self._prefix_ack: tuple[bytes, int] | None = None
         self._channels: dict[int, ChannelState] = {}
         self._incarnations = 0
         self._closing_reply: tuple[int, str] | None = None
@@ -813,7 +813,7 @@ class Connection:
         else:
             frame = codec.encode_ack(channel, delivery_tag, multiple)
             out.append(frame)
-        self._prefix_ack = (frame, channel, delivery_tag) if settled else None
+        self._prefix_ack = (frame, channel) if settled else None
 
     def basic_nack(
         self,

@@ -30,20 +30,16 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import struct
 from collections.abc import Callable
 from typing import Any
 
 from api_bench import QUEUE_ARGUMENTS, RAW_EQUIVALENT, Clock, Spec, body_of
 from pamqp import commands
 from pamqp import frame as pamqp_frame
-from rawamqp import RawConnection, ack_frame, publish_frames
+from rawamqp import FRAME_HEAD, METHOD_INDEX, U64, RawConnection, ack_frame, publish_frames
 
 __all__ = ["floor_rpc_server", "floor_scenario"]
 
-_HEAD = struct.Struct(">BHI")
-_INDEX = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
 _BASIC_ACK = commands.Basic.Ack.index
 _BASIC_DELIVER = commands.Basic.Deliver.index
 _CLOSE_OK = commands.Connection.CloseOk.index
@@ -69,12 +65,12 @@ class FrameCounter(asyncio.Protocol):
         buffer += data
         pos = 0
         while len(buffer) - pos >= 7:
-            frame_type, _channel, size = _HEAD.unpack_from(buffer, pos)
+            frame_type, _channel, size = FRAME_HEAD.unpack_from(buffer, pos)
             end = pos + 8 + size
             if end > len(buffer):
                 break
             if frame_type == _FRAME_METHOD:
-                index = _INDEX.unpack_from(buffer, pos + 7)[0]
+                index = METHOD_INDEX.unpack_from(buffer, pos + 7)[0]
                 if index == _BASIC_ACK:
                     self.confirmed += 1  # one publish at a time: never a `multiple` ack
                     self.on_confirm(self.confirmed)
@@ -83,7 +79,7 @@ class FrameCounter(asyncio.Protocol):
                 elif index == _CLOSE_OK and not self.close_ok.done():
                     self.close_ok.set_result(None)
             elif frame_type == _FRAME_HEADER:
-                self.body_left = _U64.unpack_from(buffer, pos + 11)[0]
+                self.body_left = U64.unpack_from(buffer, pos + 11)[0]
                 self._check_delivered()
             elif frame_type == _FRAME_BODY:
                 self.body_left -= size
@@ -229,7 +225,7 @@ class BodyCopier(asyncio.Protocol):
         view = memoryview(data)
         end = len(data)
         while end - pos >= 7:
-            frame_type, _channel, size = _HEAD.unpack_from(data, pos)
+            frame_type, _channel, size = FRAME_HEAD.unpack_from(data, pos)
             payload = pos + 7
             if frame_type == _FRAME_BODY:
                 pos = self._body_part(view, payload, size) + 1
@@ -239,13 +235,13 @@ class BodyCopier(asyncio.Protocol):
             if payload + size >= end:
                 break
             if frame_type == _FRAME_METHOD:
-                index = _INDEX.unpack_from(data, payload)[0]
+                index = METHOD_INDEX.unpack_from(data, payload)[0]
                 if index == _BASIC_DELIVER:
-                    self.tag = _U64.unpack_from(data, payload + 5 + data[payload + 4])[0]
+                    self.tag = U64.unpack_from(data, payload + 5 + data[payload + 4])[0]
                 elif index == _CLOSE_OK and not self.close_ok.done():
                     self.close_ok.set_result(None)
             elif frame_type == _FRAME_HEADER:
-                self.body_left = _U64.unpack_from(data, payload + 4)[0]
+                self.body_left = U64.unpack_from(data, payload + 4)[0]
                 if not self.body_left:
                     self._complete()
             pos = payload + size + 1

@@ -30,7 +30,17 @@ from pamqp import commands
 from pamqp import frame as pamqp_frame
 from pamqp import header as pamqp_header
 
-__all__ = ["FAST_WRITE", "RawConnection", "RawError", "ack_frame", "delete_queues", "publish_frames"]
+__all__ = [
+    "FAST_WRITE",
+    "FRAME_HEAD",
+    "METHOD_INDEX",
+    "U64",
+    "RawConnection",
+    "RawError",
+    "ack_frame",
+    "delete_queues",
+    "publish_frames",
+]
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 FRAME_MAX = 131072
@@ -45,10 +55,10 @@ RECV_MIN_ROOM = 1 << 20
 FAST_WRITE = 256 << 10
 FRAME_END = 0xCE
 
-_HEAD = struct.Struct(">BHI")
-_INDEX = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
-_BODY_SIZE = struct.Struct(">Q")
+# The few wire fields read without pamqp (asyncio_floor.py reads them too).
+FRAME_HEAD = struct.Struct(">BHI")  # frame type, channel, payload size
+METHOD_INDEX = struct.Struct(">I")  # class and method id of a method frame
+U64 = struct.Struct(">Q")  # delivery tags, body sizes
 _ACK = struct.Struct(">BHIHHQBB")
 
 _DELIVER = commands.Basic.Deliver.index
@@ -164,7 +174,7 @@ class RawConnection:
         while True:
             pos = self.pos
             if self.end - pos >= 7:
-                frame_type, channel, size = _HEAD.unpack_from(self.buf, pos)
+                frame_type, channel, size = FRAME_HEAD.unpack_from(self.buf, pos)
                 end = pos + 7 + size
                 if end < self.end:
                     if self.buf[end] != FRAME_END:
@@ -184,7 +194,7 @@ class RawConnection:
             frame_type, frame_channel, start, end = self.next_frame()
             if frame_type != 1:
                 continue
-            index = _INDEX.unpack_from(self.buf, start)[0]
+            index = METHOD_INDEX.unpack_from(self.buf, start)[0]
             if index == kind.index and frame_channel == channel:
                 return pamqp_frame.unmarshal(bytes(self.buf[start - 7 : end + 1]))[2]
             if index in (_BASIC_ACK, _BASIC_NACK):
@@ -239,8 +249,8 @@ class RawConnection:
     # ---- publishing ---------------------------------------------------------------------------------
 
     def _on_confirm(self, start: int) -> None:
-        tag = _U64.unpack_from(self.buf, start + 4)[0]
-        if _INDEX.unpack_from(self.buf, start)[0] == _BASIC_NACK:
+        tag = U64.unpack_from(self.buf, start + 4)[0]
+        if METHOD_INDEX.unpack_from(self.buf, start)[0] == _BASIC_NACK:
             raise RawError(f"the broker nacked publish {tag}")
         # RabbitMQ confirms in publish order, so the highest tag seen covers every publish before it.
         self.confirmed = max(self.confirmed, tag)
@@ -251,7 +261,7 @@ class RawConnection:
             frame_type, _channel, start, end = self.next_frame()
             if frame_type != 1:
                 continue
-            index = _INDEX.unpack_from(self.buf, start)[0]
+            index = METHOD_INDEX.unpack_from(self.buf, start)[0]
             if index in (_BASIC_ACK, _BASIC_NACK):
                 self._on_confirm(start)
             else:
@@ -317,13 +327,14 @@ class RawConnection:
         settles exactly the read's messages, as the clients' merged acks do (``docs/core.md``).
         """
         buf = self.buf
-        head = _HEAD.unpack_from
-        u64 = _U64.unpack_from
-        index_of = _INDEX.unpack_from
+        head = FRAME_HEAD.unpack_from
+        u64 = U64.unpack_from
+        index_of = METHOD_INDEX.unpack_from
         got = 0
         tag = 0
         remaining = 0
-        tags: list[int] = []
+        completed = 0  # messages completed in this read
+        last = 0  # the tag of the last of them
         while True:
             pos, end = self.pos, self.end
             while got < count and end - pos >= 7:
@@ -335,12 +346,14 @@ class RawConnection:
                     remaining -= size
                     if not remaining:
                         got += 1
-                        tags.append(tag)
+                        completed += 1
+                        last = tag
                 elif frame_type == 2:
                     remaining = u64(buf, pos + 11)[0]
                     if not remaining:
                         got += 1
-                        tags.append(tag)
+                        completed += 1
+                        last = tag
                 elif frame_type == 1:
                     index = index_of(buf, pos + 7)[0]
                     if index == _DELIVER:
@@ -353,10 +366,10 @@ class RawConnection:
                     raise RawError(f"frame end {buf[frame_end]:#x} instead of 0xce")
                 pos = frame_end + 1
             self.pos = pos
-            if tags:
+            if completed:
                 if ack:
-                    self.send(ack_frame(tags[-1], multiple=len(tags) > 1))
-                tags.clear()
+                    self.send(ack_frame(last, multiple=completed > 1))
+                completed = 0
             if got == count:
                 return
             self.recv()
@@ -367,11 +380,11 @@ class RawConnection:
         while True:
             frame_type, _channel, start, end = self.next_frame()
             if frame_type == 1:
-                index = _INDEX.unpack_from(self.buf, start)[0]
+                index = METHOD_INDEX.unpack_from(self.buf, start)[0]
                 if index == _GET_EMPTY:
                     return None
                 if index == _GET_OK:
-                    tag = _U64.unpack_from(self.buf, start + 4)[0]
+                    tag = U64.unpack_from(self.buf, start + 4)[0]
                     break
                 self._check_close(index, start, end)
         body = self.read_content()
@@ -384,7 +397,7 @@ class RawConnection:
         frame_type, _channel, start, _end = self.next_frame()
         if frame_type != 2:
             raise RawError(f"expected a content header, got frame type {frame_type}")
-        remaining = _BODY_SIZE.unpack_from(self.buf, start + 4)[0]
+        remaining = U64.unpack_from(self.buf, start + 4)[0]
         chunks: list[bytes] = []
         while remaining:
             frame_type, _channel, start, end = self.next_frame()
