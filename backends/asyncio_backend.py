@@ -26,6 +26,14 @@ T = TypeVar("T")
 _WRITE_SLICE = 256 * 1024
 # At most this many pieces per writev() (the kernel's limit, IOV_MAX, is 1024 on Linux).
 _WRITEV_PIECES = 256
+# Read sizes. asyncio's socket transports recv() into a new bytes object of `max_size` (256 KiB by
+# default) and shrink it to what arrived. glibc serves an allocation that large with mmap unless the
+# top of its heap has room, so on a quiet connection every read of a few hundred bytes can cost mmap,
+# mremap, munmap and page faults (up to a fifth of an RPC client's CPU, docs/backends.md). Reads
+# stay below the allocator's mmap threshold (128 KiB) until one fills its buffer; then more is
+# waiting, and fewer, larger reads (one per loop iteration) serve a stream of large messages better.
+_SMALL_READ = 64 * 1024
+_LARGE_READ = 256 * 1024
 
 
 class _AsyncioStream(Stream, asyncio.Protocol):
@@ -42,6 +50,7 @@ class _AsyncioStream(Stream, asyncio.Protocol):
         self._eager_spent = False
         self._wanted = False  # wake_writer was called and data_to_send has not been pulled since
         self._paused = False
+        self._read_size = 0  # the transport's max_size; 0 where it has none (TLS, other loops)
         self._receiving = False  # inside data_received: replies and acks wait for the coalesced flush
         # The rest of a large batch, written a slice at a time as the transport drains.
         self._pending: deque[bytes | memoryview] = deque()
@@ -180,13 +189,24 @@ class _AsyncioStream(Stream, asyncio.Protocol):
         # Resume (and write the next slice or piece) only once the transport's buffer is empty: the
         # write then goes straight to send() from our memory instead of being copied behind a backlog.
         self._transport.set_write_buffer_limits(high=_WRITE_SLICE // 4, low=0)
+        if isinstance(getattr(transport, "max_size", None), int):
+            self._set_read_size(_SMALL_READ)
         # The socket's descriptor, for writev() of pieces; -1 over TLS, where bytes go through the
         # transport's SSL object, and where there is no writev() (Windows).
         sock = transport.get_extra_info("socket")
         tls = transport.get_extra_info("sslcontext") is not None
         self._fd = sock.fileno() if sock is not None and not tls and hasattr(os, "writev") else -1
 
+    def _set_read_size(self, size: int) -> None:
+        self._read_size = size
+        self._transport.max_size = size  # type: ignore[attr-defined]
+
     def data_received(self, data: bytes) -> None:
+        size = len(data)
+        if size == self._read_size and size < _LARGE_READ:
+            self._set_read_size(_LARGE_READ)
+        elif size < _SMALL_READ and self._read_size == _LARGE_READ:
+            self._set_read_size(_SMALL_READ)
         self._receiving = True
         self._eager_spent = False  # a new loop iteration (reads come after its tasks have run)
         try:

@@ -117,3 +117,13 @@ async def recv_all(peer: socket.socket) -> bytes:
     while chunk := await recv(peer):
         data += chunk
     return bytes(data)
+
+
+async def send_all(peer: socket.socket, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        await anyio.wait_writable(peer)
+        try:
+            view = view[peer.send(view) :]
+        except BlockingIOError:
+            continue

@@ -11,7 +11,18 @@ import pytest
 
 from backends import Backend
 
-from .helpers import Recorder, accept, echo, listener, recv, recv_all, recv_exactly, serve, wait_until
+from .helpers import (
+    Recorder,
+    accept,
+    echo,
+    listener,
+    recv,
+    recv_all,
+    recv_exactly,
+    send_all,
+    serve,
+    wait_until,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -322,4 +333,43 @@ async def test_extra_info_and_tcp_nodelay(make_backend: Callable[[], Backend]) -
                 assert stream.get_extra_info("no such thing", 42) == 42
                 sock = stream.get_extra_info("socket")
                 assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+                stream.close()
+
+
+class ReadSizes(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def data_received(self, data: bytes) -> None:
+        self.sizes.append(len(data))
+        super().data_received(data)
+
+
+async def test_read_size_follows_the_traffic(make_backend: Callable[[], Backend], backend_name: str) -> None:
+    # Reads of a quiet connection stay at 64 KiB, below the allocator's mmap threshold (a bigger
+    # buffer would cost system calls and page faults per read); the asyncio backend reads up to
+    # 256 KiB once a read fills its buffer: fewer loop iterations for a stream of large messages.
+    burst = b"x" * 4 * 1024 * 1024
+    recorder = ReadSizes()
+    with listener() as server:
+        async with make_backend() as backend:
+            stream = await backend.connect_tcp("127.0.0.1", server.getsockname()[1], recorder)
+            with accept(server) as peer:
+                total = 0
+                for data in (b"quiet", burst, b"quiet again", burst):
+                    first_read = len(recorder.sizes)
+                    # Sent before the loop runs again: the first read finds all the kernel took
+                    # at once (on loopback, over 100 KiB of a burst).
+                    sent = peer.send(data)
+                    await send_all(peer, data[sent:])
+                    total += len(data)
+                    await wait_until(lambda total=total: len(recorder.received) == total)
+                    if data is burst:
+                        assert recorder.sizes[first_read] <= 64 * 1024
+                        grown = max(recorder.sizes[first_read:])
+                        if backend_name == "asyncio":
+                            assert 64 * 1024 < grown <= 256 * 1024
+                        else:
+                            assert grown <= 64 * 1024
                 stream.close()
