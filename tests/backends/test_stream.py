@@ -1,4 +1,4 @@
-"""Streams: data both ways, coalesced writes, back-pressure, closing and connection_lost."""
+"""Streams: data both ways, coalesced writes, back-pressure, read sizes, closing and connection_lost."""
 
 from __future__ import annotations
 
