@@ -229,6 +229,13 @@ class _AsyncioStream(Stream, asyncio.Protocol):
             self.lost.set_result(None)
 
 
+def _wake(futures: list[asyncio.Future[None]]) -> None:
+    """Wake the tasks waiting on these futures (a cancelled one is done already)."""
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
+
+
 class _AsyncioWaiter(Waiter[T]):
     """Each waiting task awaits a future of its own, filled directly by set_result.
 
@@ -261,9 +268,7 @@ class _AsyncioWaiter(Waiter[T]):
         # The waiting tasks' futures only wake them: each reads the outcome from the waiter.
         self._filled = True
         futures, self._futures = self._futures, []
-        for future in futures:
-            if not future.done():
-                future.set_result(None)
+        _wake(futures)
 
     def done(self) -> bool:
         return self._filled
@@ -283,22 +288,41 @@ class _AsyncioWaiter(Waiter[T]):
 
 
 class _AsyncioEvent(Event):
-    __slots__ = ("_event",)
+    """:class:`asyncio.Event` on the backend's loop.
 
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
+    ``asyncio.Event`` looks its loop up on every wait, which on Python 3.11 is a ``getpid()`` system
+    call (the running loop must belong to this process): once per wake-up of a consumer's worker.
+    """
+
+    __slots__ = ("_futures", "_is_set", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._is_set = False
+        self._futures: list[asyncio.Future[None]] = []
 
     def set(self) -> None:
-        self._event.set()
+        if not self._is_set:
+            self._is_set = True
+            futures, self._futures = self._futures, []
+            _wake(futures)
 
     def is_set(self) -> bool:
-        return self._event.is_set()
+        return self._is_set
 
     async def wait(self) -> None:
-        await self._event.wait()
+        if self._is_set:
+            return
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._futures.append(future)
+        try:
+            await future
+        finally:
+            if future in self._futures:  # cancelled before set(): this task stops waiting
+                self._futures.remove(future)
 
     def clear(self) -> None:
-        self._event.clear()
+        self._is_set = False
 
 
 class _Timeout:
@@ -448,7 +472,7 @@ class AsyncioBackend(Backend):
         await asyncio.sleep(seconds)
 
     def create_event(self) -> Event:
-        return _AsyncioEvent()
+        return _AsyncioEvent(self._loop)
 
     def create_waiter(self) -> Waiter[Any]:
         return _AsyncioWaiter(self._loop)

@@ -127,6 +127,27 @@ async def test_event(make_backend: Callable[[], Backend]) -> None:
         assert scope.cancelled_caught
 
 
+async def test_event_wakes_every_waiter_once_set_even_if_cleared_at_once(
+    make_backend: Callable[[], Backend],
+) -> None:
+    async with make_backend() as backend:
+        event = backend.create_event()
+        woken: list[int] = []
+
+        async def wait(number: int) -> None:
+            await event.wait()
+            woken.append(number)
+
+        for number in range(3):
+            backend.spawn(wait, number)
+        with anyio.move_on_after(0.01):
+            await event.wait()  # a wait cancelled before set() leaves the others alone
+        event.set()
+        event.clear()  # before any waiter has run: each was woken by the set() all the same
+        await wait_until(lambda: sorted(woken) == [0, 1, 2])
+        assert not event.is_set()
+
+
 async def test_timeout(make_backend: Callable[[], Backend]) -> None:
     async with make_backend() as backend:
         started = backend.time()
