@@ -319,19 +319,22 @@ class Connection:
         if self.state is _OPEN and len(data) - start >= _IN_PLACE:
             # A large read is parsed where it is rather than first appended to the receive buffer:
             # only what ends up incomplete at its end is copied (or, for a large body frame, kept by
-            # reference). A frame left waiting in the buffer is completed first, when it is a large
-            # one and the read holds the rest of it; otherwise (small frames, as in a stream of small
-            # messages) the buffered path below is as quick.
-            in_place = not buf
-            if buf and len(buf) >= 7:
-                # The header of a buffered frame was checked when it arrived (size, type). (The buffer
-                # is empty after _complete_split, so start is 0 here.)
-                missing = 8 + _FRAME_HEADER.unpack_from(buf, 0)[2] - len(buf)
-                if missing >= codec.LARGE_BODY // 4 and missing <= len(data):
-                    buf += memoryview(data)[:missing]
+            # reference). A frame cut by the end of the last read, waiting in the buffer, is
+            # completed first with the start of this one.
+            in_place = True
+            if buf:
+                # (The buffer is empty after _complete_split completed a frame: start is 0 here.)
+                if len(buf) < 7:  # its header was cut too
+                    start = 7 - len(buf)
+                    buf += memoryview(data)[:start]
+                # The header is checked by _receive_buffered (size, type) before anything is read.
+                end = 8 + _FRAME_HEADER.unpack_from(buf, 0)[2] - len(buf) + start
+                if end <= len(data):
+                    buf += memoryview(data)[start:end]
                     self._receive_buffered(buf, events)  # exactly that frame
-                    start = missing
-                    in_place = True
+                    start = end
+                else:
+                    in_place = False  # this read does not hold all of it
             if in_place:
                 if self.closed:
                     return events

@@ -209,6 +209,40 @@ def test_bad_frame_end_octet_is_a_frame_error() -> None:
     assert close_code(peer) == 501
 
 
+def frame_starts(data: bytes) -> list[int]:
+    starts, pos = [], 0
+    while pos < len(data):
+        starts.append(pos)
+        pos += 8 + struct.unpack_from(">I", data, pos + 3)[0]
+    return starts
+
+
+@pytest.mark.parametrize(
+    ("frame", "offset"),
+    [(0, 3), (0, 20), (1, 3), (1, 12), (2, 3)],
+    ids=["method header", "method payload", "content header's header", "content header", "body header"],
+)
+def test_a_large_read_completes_the_frame_waiting_in_the_buffer_and_is_parsed_in_place(
+    frame: int, offset: int
+) -> None:
+    """Only the rest of the waiting frame is copied into the receive buffer, not the whole read.
+
+    The read is then parsed where it is: its body frames are kept by reference, and so is the large one
+    its end cuts, as when nothing was waiting.
+    """
+    peer = opened()  # frame_max 131072
+    peer.open_channel()
+    message = deliver(1, 1, bytes(range(256)) * 1200, chunk=131072 - 8)  # three body frames
+    reference = outcome(copy.deepcopy(peer.connection), [message])
+    cut = frame_starts(message)[frame] + offset
+    second = frame_starts(message)[3] + 1000  # inside the second body frame
+    connection = peer.connection
+    assert connection.receive_data(message[:cut], 0.0) == []
+    assert connection.receive_data(message[cut:second], 0.0) == []
+    assert not connection._in and connection._split is not None
+    assert outcome(connection, [message[second:]]) == reference
+
+
 def test_bad_frame_end_octet_of_a_body_frame_split_across_large_reads() -> None:
     peer = opened()
     peer.open_channel()
