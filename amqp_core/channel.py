@@ -8,6 +8,7 @@ wait for?", "which publishes does this confirm settle?") and the connection acts
 from __future__ import annotations
 
 import enum
+import io
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,7 @@ class ChannelState:
         "close_event",
         "confirm_floor",
         "confirm_mode",
+        "content_buffer",
         "content_chunks",
         "content_fields",
         "content_kind",
@@ -73,6 +75,9 @@ class ChannelState:
         self.content_fields: tuple[Any, ...] = ()
         self.content_properties: commands.Basic.Properties | None = None
         self.content_remaining = -1  # -1: waiting for the content header
+        # A body of several frames: copied into content_buffer as its frames arrive, or for a very large
+        # one, its frames kept in content_chunks until it is joined (docs/core.md).
+        self.content_buffer: io.BytesIO | None = None
         self.content_chunks: list[bytes | memoryview] = []
 
         # Consumer side: deliveries given out and not yet settled. A set for membership, plus the tags in
@@ -101,6 +106,7 @@ class ChannelState:
         self.content_fields = ()
         self.content_properties = None
         self.content_remaining = -1
+        self.content_buffer = None
         self.content_chunks = []
 
     # ---- consumer acknowledgements -----------------------------------------------------------------

@@ -10,6 +10,7 @@ receiving. Time is passed in: :meth:`next_timer` says when to call :meth:`handle
 from __future__ import annotations
 
 import enum
+import io
 import struct
 from collections.abc import Mapping
 from typing import Any, TypeVar, cast
@@ -76,6 +77,9 @@ _FRAME_TYPES = frozenset({FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEA
 _FRAME_HEADER = struct.Struct(">BHI")
 _METHOD_INDEX = struct.Struct(">I")
 _BODY_SIZE = struct.Struct(">Q")  # in a content header: after class-id and weight
+# Bodies of several frames up to this size are assembled in a buffer allocated at their full size
+# when their first frame arrives (so a peer can make the client allocate this much for one frame).
+_BODY_BUFFER_MAX = 4 * 1024 * 1024
 # Reads from this size on are parsed in place (see receive_data) instead of being appended to the
 # receive buffer first.
 _IN_PLACE = 16 * 1024
@@ -1372,15 +1376,11 @@ class Connection:
         state = self._body_channel(channel, size)
         if state is None or not size:
             return  # an empty body frame: nothing to keep (a list entry per frame would add up)
-        if size == state.content_remaining and not state.content_chunks:
+        if size == state.content_remaining and state.content_buffer is None and not state.content_chunks:
             self._content_complete(state, _copy_out(buf, start, end), events)
             return
-        # Part of a body of several frames: a slice of an immutable read is kept by reference until
-        # the body is joined (one copy in all); the receive buffer is reused, so it is copied out.
-        if type(buf) is bytes:
-            state.content_chunks.append(memoryview(buf)[start:end])
-        else:
-            state.content_chunks.append(_copy_out(buf, start, end))
+        with memoryview(buf) as view:
+            self._add_body_part(state, view[start:end], type(buf) is bytes)
         self._body_received(state, size, events)
 
     def _on_body_parts(self, channel: int, head: memoryview, tail: memoryview, events: list[Event]) -> None:
@@ -1389,14 +1389,39 @@ class Connection:
         state = self._body_channel(channel, size)
         if state is None:
             return
-        state.content_chunks += (head, tail)
+        if size == state.content_remaining and state.content_buffer is None and not state.content_chunks:
+            self._content_complete(state, b"".join((head, tail)), events)
+            return
+        self._add_body_part(state, head, True)
+        self._add_body_part(state, tail, True)
         self._body_received(state, size, events)
+
+    def _add_body_part(self, state: ChannelState, part: memoryview, immutable: bool) -> None:
+        """Keep a frame's part of a body of several frames.
+
+        Up to :data:`_BODY_BUFFER_MAX`, the body is copied into a buffer of its full size as its frames
+        arrive, so no read is kept alive waiting for the rest of the message. A larger body keeps views
+        of immutable reads (copies of anything else) until it is joined: its buffer would be allocated
+        as soon as its first frame arrives, for all the size its header announced.
+        """
+        buffer = state.content_buffer
+        if buffer is None and not state.content_chunks and state.content_remaining <= _BODY_BUFFER_MAX:
+            buffer = state.content_buffer = _body_buffer(state.content_remaining)
+        if buffer is not None:
+            buffer.write(part)
+        else:
+            state.content_chunks.append(part if immutable else bytes(part))
 
     def _body_received(self, state: ChannelState, size: int, events: list[Event]) -> None:
         state.content_remaining -= size
         if not state.content_remaining:
-            body = b"".join(state.content_chunks)
-            state.content_chunks = []
+            buffer = state.content_buffer
+            if buffer is not None:
+                state.content_buffer = None
+                body = buffer.getvalue()
+            else:
+                body = b"".join(state.content_chunks)
+                state.content_chunks = []
             self._content_complete(state, body, events)
 
     def _content_complete(self, state: ChannelState, body: bytes, events: list[Event]) -> None:
@@ -1431,6 +1456,19 @@ class Connection:
             events.append(
                 Returned(state.number, reply_code, reply_text, exchange, routing_key, properties, body, seq)
             )
+
+
+def _body_buffer(size: int) -> io.BytesIO:
+    """A buffer for a body of ``size`` bytes (2 or more), allocated at that size.
+
+    Written up to its last byte at once, so its ``getvalue()`` (CPython) hands out the buffer's own
+    ``bytes`` object rather than a copy of it. BytesIO has no other way to allocate ahead.
+    """
+    buffer = io.BytesIO()
+    buffer.seek(size - 1)
+    buffer.write(b"\0")
+    buffer.seek(0)
+    return buffer
 
 
 def _copy_out(buf: bytes | bytearray, start: int, end: int) -> bytes:

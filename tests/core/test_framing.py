@@ -209,6 +209,54 @@ def test_bad_frame_end_octet_is_a_frame_error() -> None:
     assert close_code(peer) == 501
 
 
+def test_a_body_of_several_frames_keeps_no_read_alive() -> None:
+    """Up to 4 MiB, a body is copied into its own buffer as its frames arrive: a read is not kept
+    waiting for the rest of the message (with large reads, that made glibc give the heap back and fault
+    it in again)."""
+    import sys
+
+    peer = opened()  # frame_max 131072
+    peer.open_channel()
+    message = deliver(1, 1, bytes(range(256)) * 4096, chunk=131072 - 8)  # 1 MiB, 9 body frames
+    reads = chunked(message, range(300_000, len(message), 300_000))
+
+    def references() -> list[int]:
+        return [sys.getrefcount(read) for read in reads]
+
+    alone = references()
+    events = []
+    for index in range(len(reads) - 1):
+        events += peer.connection.receive_data(reads[index], 0.0)
+    assert events == []
+    # Only the last read fed is kept: its body frame cut at its end is a view of it until the next read.
+    assert references()[:-2] == alone[:-2]
+    (delivery,) = peer.connection.receive_data(reads[-1], 0.0)
+    assert delivery.body == bytes(range(256)) * 4096 and type(delivery.body) is bytes
+    assert references() == alone
+
+
+@pytest.mark.parametrize("read_type", [bytes, bytearray])
+def test_a_body_over_4_mib_is_assembled_from_its_frames(read_type: type) -> None:
+    """A body larger than 4 MiB is not allocated ahead (a peer could announce it and send one frame):
+    its frames are kept, as views of immutable reads or as copies, and joined once it is complete."""
+    import random
+
+    peer = opened()
+    peer.open_channel()
+    body = bytes(range(251)) * 20_000 + b"end"  # 5,020,003 bytes
+    stream = deliver(1, 1, body, chunk=131072 - 8) + deliver(1, 2, b"next")
+    rng = random.Random(3)
+    cuts, point = [], 0
+    while point < len(stream):
+        point += rng.choice([rng.randrange(1, 300), rng.randrange(16 * 1024, 600 * 1024)])
+        cuts.append(point)
+    events = []
+    for read in chunked(stream, cuts):
+        events += peer.connection.receive_data(read_type(read), 0.0)
+    assert [event.body for event in events] == [body, b"next"]
+    assert type(events[0].body) is bytes
+
+
 def frame_starts(data: bytes) -> list[int]:
     starts, pos = [], 0
     while pos < len(data):
