@@ -36,7 +36,7 @@ _WRITEV_BYTES = 2 * 1024 * 1024
 # mremap, munmap and page faults (up to a fifth of an RPC client's CPU, docs/backends.md). Reads
 # stay below the allocator's mmap threshold (128 KiB) until one fills its buffer; then more is
 # waiting, and fewer, larger reads (one per loop iteration) serve a stream of large messages better:
-# 512 KiB reads took 15-30 % less CPU per 64 KiB message than 256 KiB (as long as the protocol does
+# 512 KiB reads took 14-31 % less CPU per 64 KiB message than 256 KiB (as long as the protocol does
 # not keep reads alive across reads: with 1 MiB messages assembled from views of the reads, glibc then
 # gave the heap back and faulted it in again, and they were up to twice as slow).
 _SMALL_READ = 64 * 1024
