@@ -1392,8 +1392,8 @@ class Connection:
         if size == state.content_remaining and state.content_buffer is None and not state.content_chunks:
             self._content_complete(state, b"".join((head, tail)), events)
             return
-        self._add_body_part(state, head, True)
-        self._add_body_part(state, tail, True)
+        self._add_body_part(state, head, True)  # _keep_rest keeps views of bytes reads only
+        self._add_body_part(state, tail, type(tail.obj) is bytes)
         self._body_received(state, size, events)
 
     def _add_body_part(self, state: ChannelState, part: memoryview, immutable: bool) -> None:
