@@ -27,7 +27,7 @@ _WRITE_SLICE = 256 * 1024
 # At most this many pieces per writev() (the kernel's limit, IOV_MAX, is 1024 on Linux), and about
 # this many bytes, so that a message of 1 MiB goes out in one system call: over loopback the sender
 # also pays for much of the receiving side's work, per call, and a 1 MiB publish written in 256 KiB
-# calls cost 10-25 % more CPU. (Batches of 4 MiB made streams of 1 MiB messages slower.)
+# calls cost 11-30 % more CPU. (Batches of 4 MiB made streams of 1 MiB messages slower.)
 _WRITEV_PIECES = 256
 _WRITEV_BYTES = 2 * 1024 * 1024
 # Read sizes. asyncio's socket transports recv() into a new bytes object of `max_size` (256 KiB by
