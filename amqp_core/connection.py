@@ -308,12 +308,17 @@ class Connection:
     def receive_data(self, data: bytes, now: float) -> list[Event]:
         """Feed bytes from the socket; returns the events they complete.
 
+        Nothing keeps a reference to a ``bytearray`` or ``memoryview`` once this returns: the caller
+        may reuse its buffer.
+
         :raises RemoteProtocolError: the broker broke the protocol (``Connection.Close`` is queued; the
             events decoded before the violation are in its ``events``).
         :raises HandshakeError: the broker refused the connection while it was being opened.
         """
         if self.state is _CLOSED or not data:
             return []
+        if isinstance(data, memoryview):
+            data = data.tobytes()  # the decoders read strings out of bytes and bytearrays only
         self._last_received = now
         buf = self._in
         events: list[Event] = []

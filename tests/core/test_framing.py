@@ -81,6 +81,20 @@ def test_recorded_conversation_byte_by_byte(name: str) -> None:
     assert run_recorded(name, feed) == run_recorded(name)
 
 
+@pytest.mark.parametrize("name", RECORDED)
+@pytest.mark.parametrize("read_type", [bytearray, memoryview])
+def test_reads_of_any_buffer_type_decode_like_bytes(name: str, read_type: type) -> None:
+    """A reused bytearray, or a view of one, decodes like bytes, and nothing keeps it afterwards."""
+
+    def feed(connection: Connection, data: bytes) -> list:
+        buffer = bytearray(data)
+        events = connection.receive_data(read_type(buffer), 0.0)
+        buffer[:] = bytes(len(buffer))  # the caller reuses its buffer
+        return events
+
+    assert run_recorded(name, feed) == run_recorded(name)
+
+
 def test_three_way_splits_of_interleaved_deliveries() -> None:
     peer = opened()
     peer.open_channel()
