@@ -292,8 +292,8 @@ def test_a_large_read_completes_the_frame_waiting_in_the_buffer_and_is_parsed_in
 ) -> None:
     """Only the rest of the waiting frame is copied into the receive buffer, not the whole read.
 
-    The read is then parsed where it is: its body frames are kept by reference, and so is the large one
-    its end cuts, as when nothing was waiting.
+    The read is then parsed where it is, as when nothing was waiting: the large body frame its end cuts
+    is kept by reference until the next read completes it.
     """
     peer = opened()  # frame_max 131072
     peer.open_channel()
