@@ -109,6 +109,10 @@ class ChannelState:
         self.content_buffer = None
         self.content_chunks = []
 
+    def body_kept(self) -> bool:
+        """Whether part of the body being received is kept already (in its buffer, or as chunks)."""
+        return self.content_buffer is not None or bool(self.content_chunks)
+
     # ---- consumer acknowledgements -----------------------------------------------------------------
 
     def track_delivery(self, delivery_tag: int) -> None:

@@ -1381,7 +1381,7 @@ class Connection:
         state = self._body_channel(channel, size)
         if state is None or not size:
             return  # an empty body frame: nothing to keep (a list entry per frame would add up)
-        if size == state.content_remaining and state.content_buffer is None and not state.content_chunks:
+        if size == state.content_remaining and not state.body_kept():
             self._content_complete(state, _copy_out(buf, start, end), events)
             return
         with memoryview(buf) as view:
@@ -1394,7 +1394,7 @@ class Connection:
         state = self._body_channel(channel, size)
         if state is None:
             return
-        if size == state.content_remaining and state.content_buffer is None and not state.content_chunks:
+        if size == state.content_remaining and not state.body_kept():
             self._content_complete(state, b"".join((head, tail)), events)
             return
         self._add_body_part(state, head, True)  # _keep_rest keeps views of bytes reads only
@@ -1409,9 +1409,9 @@ class Connection:
         of immutable reads (copies of anything else) until it is joined: its buffer would be allocated
         as soon as its first frame arrives, for all the size its header announced.
         """
+        if not state.body_kept() and state.content_remaining <= _BODY_BUFFER_MAX:
+            state.content_buffer = _body_buffer(state.content_remaining)
         buffer = state.content_buffer
-        if buffer is None and not state.content_chunks and state.content_remaining <= _BODY_BUFFER_MAX:
-            buffer = state.content_buffer = _body_buffer(state.content_remaining)
         if buffer is not None:
             buffer.write(part)
         else:
