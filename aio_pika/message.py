@@ -165,11 +165,11 @@ class Message(AbstractMessage):
             self.priority = int(priority) if priority else 0
         except (TypeError, ValueError):
             raise ValueError(f"priority must be an int from 0 to 255, not {priority!r}") from None
-        self.correlation_id = _correlation_id(correlation_id)
+        self.correlation_id = _correlation_id(correlation_id) if correlation_id else None
         self.reply_to = str(reply_to) if reply_to else None
         self.expiration = expiration
         self.message_id = str(message_id) if message_id else None
-        self.timestamp = encode_timestamp(timestamp)
+        self.timestamp = None if timestamp is None else encode_timestamp(timestamp)
         self.type = str(type) if type else None
         self.user_id = str(user_id) if user_id else None
         self.app_id = str(app_id) if app_id else None

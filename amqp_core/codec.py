@@ -694,7 +694,7 @@ def encode_properties(properties: commands.Basic.Properties | None) -> bytes:
         value = properties.headers
         if value is not None and value != "":
             flags |= 0x2000
-            parts.append(_encode_table(value))
+            parts.append(_encode_table(value) if value else _EMPTY_TABLE)
         value = properties.delivery_mode
         if value is not None and value != "":
             flags |= 0x1000

@@ -13,7 +13,7 @@ import enum
 import io
 import struct
 from collections.abc import Mapping
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from pamqp import base, commands
 
@@ -345,7 +345,7 @@ class Connection:
                 else:
                     in_place = False  # this read does not hold all of it
             if in_place:
-                if self.closed:
+                if self.state is _CLOSED:
                     return events
                 try:
                     self._parse(data, start, events)
@@ -353,7 +353,7 @@ class Connection:
                     error.events = events
                     raise
                 finally:
-                    if self.closed:
+                    if self.state is _CLOSED:
                         buf.clear()
                     elif self._parsed < len(data):
                         self._keep_rest(data, self._parsed)
@@ -418,7 +418,7 @@ class Connection:
             error.events = events
             raise
         finally:
-            if self.closed:
+            if self.state is _CLOSED:
                 buf.clear()  # nothing more will be read
             else:
                 del buf[: self._parsed]
@@ -430,7 +430,7 @@ class Connection:
         unpack_header = _FRAME_HEADER.unpack_from
         unpack_index = _METHOD_INDEX.unpack_from
         # The frame handlers take the buffer as a bytearray; a bytes object reads the same way.
-        src = cast(bytearray, buf)
+        src: bytearray = buf  # type: ignore[assignment]
         try:
             while end - pos >= 7:
                 frame_type, channel, size = unpack_header(src, pos)
@@ -456,7 +456,7 @@ class Connection:
                 elif channel:
                     raise self._violation(FRAME_ERROR, f"heartbeat frame on channel {channel}, not 0")
                 pos = frame_end + 1
-                if self.closed:  # the broker's Close: whatever follows it is not ours to read
+                if self.state is _CLOSED:  # the broker's Close: whatever follows it is not ours to read
                     break
         finally:
             self._parsed = pos
@@ -1313,7 +1313,7 @@ class Connection:
                 f"the broker confirmed publish {tag} on channel {state.number}, "
                 f"but only {state.publish_seq} were published",
             )
-        events.append(PublishConfirmed(state.number, settled[0], settled[1], ack))
+        events.append(_new_tuple(PublishConfirmed, (state.number, settled[0], settled[1], ack)))
 
     # ---- receiving: content -------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import socket
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
+from time import monotonic
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar, cast
 
@@ -375,7 +376,13 @@ class AsyncioBackend(Backend):
     name: ClassVar[str] = "asyncio"
 
     def __init__(self) -> None:
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
+        # The connection reads the clock on every read and every write. The stdlib loops' time() is
+        # time.monotonic() behind a Python call, so where that is all the loop's clock is, time is the
+        # C function itself; a loop with a clock of its own (uvloop, a test loop with virtual time)
+        # keeps it.
+        if type(loop).time is asyncio.BaseEventLoop.time:
+            self.time = monotonic  # type: ignore[method-assign]
         self._tasks: set[asyncio.Task[None]] = set()
         self._streams: set[_AsyncioStream] = set()  # connected and not lost yet
         self._started = False

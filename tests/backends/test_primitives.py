@@ -179,6 +179,23 @@ async def test_sleep_and_clock(make_backend: Callable[[], Backend]) -> None:
         assert abs(backend.time() - anyio.current_time()) < 0.01
 
 
+def test_asyncio_backend_keeps_a_loop_clock_of_its_own() -> None:
+    """Heartbeat deadlines are read off the backend's clock and slept on the loop's: on a loop whose
+    time() is not the stdlib's monotonic clock (virtual time in tests, uvloop), both must agree."""
+    from backends import AsyncioBackend
+
+    class ShiftedClockLoop(asyncio.SelectorEventLoop):
+        def time(self) -> float:
+            return super().time() + 1000.0
+
+    async def main() -> None:
+        async with AsyncioBackend() as backend:
+            assert abs(backend.time() - asyncio.get_running_loop().time()) < 0.5
+
+    with asyncio.Runner(loop_factory=ShiftedClockLoop) as runner:
+        runner.run(main())
+
+
 async def test_call_soon(
     make_backend: Callable[[], Backend], anyio_backend: str, caplog: pytest.LogCaptureFixture
 ) -> None:
