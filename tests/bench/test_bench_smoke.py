@@ -29,7 +29,7 @@ def bench_on_path() -> Iterator[None]:
         sys.path.remove(str(BENCH))
 
 
-@pytest.mark.parametrize("module", ["core_bench", "api_bench", "rawamqp", "asyncio_floor"])
+@pytest.mark.parametrize("module", ["core_bench", "api_bench", "rawamqp", "asyncio_floor", "cache_pollution"])
 def test_bench_module_imports(module: str) -> None:
     importlib.import_module(module)
 
@@ -45,6 +45,22 @@ def test_core_bench_quick_runs() -> None:
     figures = json.loads(result.stdout)
     assert set(figures["ratios"]) >= {"decode", "encode"}
     assert all(rate["best"] > 0 for rate in figures["rates"].values())
+
+
+def test_cache_pollution_runs_every_configuration() -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "cache_pollution.py"), "--count", "50", "--blocks", "1",
+         "--bodies", "100", "70000", "--copies", "0", "65536"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()[1:]]
+    assert [(body, copy) for body, copy, _ in rows] == [
+        ("100", "0"), ("100", "65,536"), ("70,000", "0"), ("70,000", "65,536")
+    ]  # fmt: skip
+    assert all(float(figure) > 0 for _, _, figure in rows)
 
 
 def test_api_bench_lists_its_scenarios() -> None:
