@@ -87,9 +87,8 @@ _BYTES_CORRELATION_IDS: dict[str, None] = {}
 _BYTES_CORRELATION_IDS_MAX = 65536
 
 
-def _correlation_id(value: Any) -> str | None:
-    if not value:
-        return None
+def _correlation_id(value: Any) -> str:
+    """A correlation id (not empty) as the text sent."""
     if isinstance(value, bytes | bytearray):
         text = bytes(value).decode("utf-8", "surrogateescape")
         ids = _BYTES_CORRELATION_IDS
