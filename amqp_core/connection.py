@@ -1378,6 +1378,24 @@ class Connection:
         self, channel: int, buf: bytes | bytearray, start: int, end: int, events: list[Event]
     ) -> None:
         size = end - start
+        state = self._channels.get(channel)
+        if (
+            state is not None
+            and (buffer := state.content_buffer) is not None
+            and size <= state.content_remaining
+            and self.state is _OPEN
+        ):
+            # Most frames of a large body: the next part of a body already being copied into its
+            # buffer. The first frame passed those of _body_channel's checks that cannot change
+            # since (closing the channel drops its content); the others are here, inline, as this
+            # runs for every frame of the message.
+            with memoryview(buf) as view:
+                buffer.write(view[start:end])
+            state.content_remaining -= size
+            if not state.content_remaining:
+                state.content_buffer = None
+                self._content_complete(state, buffer.getvalue(), events)
+            return
         state = self._body_channel(channel, size)
         if state is None or not size:
             return  # an empty body frame: nothing to keep (a list entry per frame would add up)

@@ -176,6 +176,18 @@ def test_closing_a_channel_while_a_large_body_frame_spans_two_reads() -> None:
     assert events == [ChannelClosed(1, 200, "Normal shutdown", by_peer=False)]
 
 
+def test_closing_the_connection_in_the_middle_of_a_message() -> None:
+    peer = opened()
+    peer.open_channel()
+    message = deliver(1, 1, b"abcdef", chunk=2)
+    assert peer.feed(message[:-20]) == []  # the deliver, its header and the first of three body frames
+    peer.connection.close()
+    peer.sent()
+    # The rest of the message arrives before the broker's CloseOk: nobody is handed a delivery.
+    events = peer.feed(message[-20:], method(0, commands.Connection.CloseOk()))
+    assert [type(event) for event in events] == [ConnectionClosed]
+
+
 def test_closing_a_channel_before_open_ok() -> None:
     peer = opened()
     peer.connection.open_channel()
@@ -401,6 +413,12 @@ def test_second_header_and_oversized_body_are_unexpected_frames() -> None:
     peer = opened()
     peer.open_channel()
     violation(peer, 505, start, b"\x03\x00\x01\x00\x00\x00\x01a\xce", match="before its content header")
+    # A later frame of a body of several frames, overrunning what is left of it.
+    peer = opened()
+    peer.open_channel()
+    frames = deliver(1, 1, b"abcdef", chunk=4)  # body frames of 4 and 2 bytes
+    overrun = b"\x03\x00\x01\x00\x00\x00\x03cde\xce"
+    violation(peer, 505, frames[:-10], overrun, match="larger than its header")
 
 
 # ---- notices from the server ------------------------------------------------------------------------
