@@ -7,7 +7,7 @@ the core reported it:
   mirroring the core's outstanding-reply FIFO. A caller that gave up (cancelled or timed out) marks its slot
   abandoned but leaves it in place, so the late reply is still consumed and dropped: the FIFO never
   desynchronises;
-* publisher confirms settle the waiters in ``_confirms`` (sequence number → waiter) they cover;
+* publisher confirms settle the futures in ``_confirms`` (sequence number → future) they cover;
 * deliveries go to their consumer: a plain callback is called inline, a coroutine callback is queued for the
   consumer's small pool of worker tasks (no task per message).
 """
@@ -52,7 +52,7 @@ from .tools import CallbackCollection, Completed, Deferred, is_coroutine_callabl
 from .transaction import Transaction
 
 if TYPE_CHECKING:
-    from backends import Event, Waiter
+    from backends import Event, Future, Waiter
 
     from .connection import Connection
 
@@ -276,7 +276,7 @@ class Channel(AbstractChannel):
         self.close_callbacks = CallbackCollection(self)
         self.return_callbacks = CallbackCollection(self)
         self._rpc: deque[_Slot] = deque()
-        self._confirms: dict[int, Waiter[Any]] = {}
+        self._confirms: dict[int, Future[Any]] = {}
         self._consumers: dict[str, _Consumer] = {}
         self._open_slot: _Slot | None = None
         self._overtakable: tuple[_Slot, Event] | None = None
@@ -490,8 +490,9 @@ class Channel(AbstractChannel):
             if not slot.abandoned:
                 slot.waiter.set_exception(exc)
         confirms, self._confirms = self._confirms, {}
-        for waiter in confirms.values():
-            waiter.set_exception(exc)
+        for future in confirms.values():
+            if not future.done():  # done: its publisher was cancelled
+                future.set_exception(exc)
         consumers, self._consumers = self._consumers, {}
         for consumer in consumers.values():
             consumer.stop(exc, drop_pending=True)
@@ -766,28 +767,28 @@ class Channel(AbstractChannel):
             if flushed is None:
                 return _DONE
             return Deferred(lambda: self._wait_flushed(flushed, timeout))  # no warning if never awaited
-        waiter = connection._backend.create_waiter()
-        self._confirms[seq] = waiter
-        return self._wait_confirm(seq, waiter, timeout, flushed)
+        future = connection._backend.create_future()
+        self._confirms[seq] = future
+        if timeout is None and flushed is None:
+            # The common case is the future itself: gather() takes it without a task of its own. A
+            # publisher cancelled while awaiting it cancels the future, which its confirm finds done.
+            return future
+        return self._wait_confirm(seq, future, timeout, flushed)
 
     async def _wait_flushed(self, flushed: Waiter[Any], timeout: TimeoutType) -> None:
         with self._connection._backend.timeout(timeout):
             await flushed.wait()
 
     async def _wait_confirm(
-        self, seq: int, waiter: Waiter[Any], timeout: TimeoutType, flushed: Waiter[Any] | None = None
+        self, seq: int, future: Future[Any], timeout: TimeoutType, flushed: Waiter[Any] | None
     ) -> Any:
         try:
-            if timeout is None:
-                if flushed is not None:
-                    await flushed.wait()
-                return await waiter.wait()
             with self._connection._backend.timeout(timeout):
                 if flushed is not None:
                     await flushed.wait()
-                return await waiter.wait()
+                return await future
         except BaseException:
-            if self._confirms.get(seq) is waiter:
+            if self._confirms.get(seq) is future:
                 del self._confirms[seq]
             raise
 
@@ -797,25 +798,26 @@ class Channel(AbstractChannel):
             return
         first, last = event.first, event.last
         pop = confirms.pop
+        # A future found done belongs to a publisher that was cancelled while it waited.
         if event.ack:
             # The Basic.Ack frame the publishers get, built without pamqp's validation (once per confirm).
             frame = _new(_Ack)
             frame.delivery_tag = last
             frame.multiple = first != last
             if first == last:
-                waiter = pop(first, None)
-                if waiter is not None:
-                    waiter.set_result(frame)
+                future = pop(first, None)
+                if future is not None and not future.done():
+                    future.set_result(frame)
                 return
             for seq in range(first, last + 1):
-                waiter = pop(seq, None)
-                if waiter is not None:
-                    waiter.set_result(frame)
+                future = pop(seq, None)
+                if future is not None and not future.done():
+                    future.set_result(frame)
             return
         for seq in range(first, last + 1):
-            waiter = pop(seq, None)
-            if waiter is not None:
-                waiter.set_exception(DeliveryError(None, commands.Basic.Nack(delivery_tag=seq)))
+            future = pop(seq, None)
+            if future is not None and not future.done():
+                future.set_exception(DeliveryError(None, commands.Basic.Nack(delivery_tag=seq)))
 
     def _on_return(self, event: Returned) -> None:
         message = ReturnedMessage._create(
@@ -825,16 +827,18 @@ class Channel(AbstractChannel):
         object.__setattr__(message, "reply_code", event.reply_code)
         object.__setattr__(message, "reply_text", event.reply_text)
         seq = event.publish_seq
-        waiter = self._confirms.pop(seq, None) if seq is not None else None
-        if waiter is not None and self.on_return_raises:
+        future = self._confirms.pop(seq, None) if seq is not None else None
+        if future is not None and future.done():
+            future = None  # its publisher was cancelled
+        if future is not None and self.on_return_raises:
             frame = commands.Basic.Return(
                 event.reply_code, event.reply_text, event.exchange, event.routing_key
             )
-            waiter.set_exception(PublishError(message, frame))
+            future.set_exception(PublishError(message, frame))
             return
         self._connection._run_in_background(self.return_callbacks(message))
-        if waiter is not None:
-            waiter.set_result(message)
+        if future is not None:
+            future.set_result(message)
 
     # ---- consuming ----------------------------------------------------------------------------------
 

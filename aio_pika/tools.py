@@ -7,7 +7,7 @@ import functools
 import inspect
 import threading
 import warnings
-from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping, MutableSet
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator, Mapping, MutableSet
 from collections.abc import Set as AbstractSet
 from itertools import chain
 from typing import Any
@@ -41,6 +41,8 @@ class Completed:
 
     What ``message.ack()`` and a publish without confirms return, so that calling them without ``await``
     (aio-pika 1.x style) and awaiting them (modern style) both work, with no task or future involved.
+    It is a coroutine too (``send``, ``throw``, ``close``), so ``asyncio.create_task()`` takes it as it
+    takes the coroutines aio-pika's methods return.
     """
 
     __slots__ = ("value",)
@@ -51,6 +53,15 @@ class Completed:
     def __await__(self) -> Generator[Any, None, Any]:
         return self.value
         yield  # pragma: no cover - makes this a generator
+
+    def send(self, value: None) -> Any:
+        raise StopIteration(self.value)
+
+    def throw(self, exception: BaseException) -> Any:
+        raise exception
+
+    def close(self) -> None:
+        pass
 
     def __repr__(self) -> str:
         return f"<Completed {self.value!r}>"
@@ -63,16 +74,33 @@ class Deferred:
     """An awaitable that runs ``function()`` (a coroutine function) only when awaited.
 
     For methods whose effect starts at the call and whose result may be awaited or ignored (``close()``):
-    ignoring it leaves no "coroutine was never awaited" warning behind.
+    ignoring it leaves no "coroutine was never awaited" warning behind. Like :class:`Completed` it is a
+    coroutine too, for ``asyncio.create_task()``: the first ``send`` starts ``function()``.
     """
 
-    __slots__ = ("function",)
+    __slots__ = ("_running", "function")
 
-    def __init__(self, function: Callable[[], Awaitable[Any]]) -> None:
+    def __init__(self, function: Callable[[], Coroutine[Any, Any, Any]]) -> None:
         self.function = function
+        self._running: Coroutine[Any, Any, Any] | None = None
 
     def __await__(self) -> Generator[Any, None, Any]:
-        return self.function().__await__()  # type: ignore[attr-defined, no-any-return]
+        return self.function().__await__()
+
+    def _started(self) -> Coroutine[Any, Any, Any]:
+        if self._running is None:
+            self._running = self.function()
+        return self._running
+
+    def send(self, value: None) -> Any:
+        return self._started().send(value)
+
+    def throw(self, exception: BaseException) -> Any:
+        return self._started().throw(exception)
+
+    def close(self) -> None:
+        if self._running is not None:
+            self._running.close()
 
 
 class CallbackResult:

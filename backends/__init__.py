@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from .anyio_backend import AnyioBackend
 from .asyncio_backend import AsyncioBackend
-from .base import Backend, Event, Stream, StreamProtocol, Waiter, current_backend_name
+from .base import Backend, Event, Future, Stream, StreamProtocol, Waiter, current_backend_name
 
 __all__ = [
     "AnyioBackend",
     "AsyncioBackend",
     "Backend",
     "Event",
+    "Future",
     "Stream",
     "StreamProtocol",
     "Waiter",

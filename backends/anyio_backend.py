@@ -12,10 +12,10 @@ import asyncio
 import contextlib
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from contextvars import ContextVar
 from types import TracebackType
-from typing import Any, ClassVar, Self, TypeVar, cast
+from typing import Any, ClassVar, Generic, Self, TypeVar, cast
 
 import anyio
 import anyio.abc
@@ -23,7 +23,7 @@ import anyio.lowlevel
 from anyio.streams.tls import TLSAttribute
 
 from ._util import call_logged, check_timeout, connect_error, run_logged
-from .base import Backend, Event, Stream, StreamProtocol, Waiter, current_backend_name
+from .base import Backend, Event, Future, Stream, StreamProtocol, Waiter, current_backend_name
 
 T = TypeVar("T")
 
@@ -163,6 +163,62 @@ class _AnyioWaiter(Waiter[T]):
             # Every waiter raises the same object: start each from the original traceback
             # rather than from the previous waiter's.
             raise self._exc.with_traceback(self._traceback)
+        return self._value
+
+
+class _AnyioFuture(Generic[T]):
+    """A :class:`~backends.base.Future` for the one task that awaits it: an anyio.Event and the outcome.
+
+    Also a coroutine (``send``, ``throw``, ``close``, driving one wait started on first use), so task
+    groups' ``start_soon`` and ``asyncio.create_task`` take it, as the asyncio backend's future.
+    """
+
+    __slots__ = ("_event", "_exc", "_value", "_waiting")
+
+    _value: T
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+        self._exc: BaseException | None = None
+        self._waiting: Coroutine[Any, Any, T] | None = None
+
+    def set_result(self, result: T, /) -> None:
+        self._value = result
+        self._event.set()
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        self._exc = exception
+        self._event.set()
+
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self._wait().__await__()
+
+    def _started(self) -> Coroutine[Any, Any, T]:
+        if self._waiting is None:
+            self._waiting = self._wait()
+        return self._waiting
+
+    def send(self, value: None) -> Any:
+        return self._started().send(value)
+
+    def throw(self, exception: BaseException) -> Any:
+        return self._started().throw(exception)
+
+    def close(self) -> None:
+        if self._waiting is not None:
+            self._waiting.close()
+
+    async def _wait(self) -> T:
+        try:
+            await self._event.wait()
+        except BaseException:
+            self._event.set()  # cancelled, as an asyncio future is with its task: done, never filled
+            raise
+        if self._exc is not None:
+            raise self._exc
         return self._value
 
 
@@ -312,6 +368,9 @@ class AnyioBackend(Backend):
 
     def create_waiter(self) -> Waiter[Any]:
         return _AnyioWaiter()
+
+    def create_future(self) -> Future[Any]:
+        return _AnyioFuture()
 
     def timeout(self, seconds: float | None) -> contextlib.AbstractContextManager[Any]:
         if seconds is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 import ssl
@@ -19,7 +20,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar, cast
 
 from ._util import check_timeout, connect_error, run_logged
-from .base import Backend, Event, Stream, StreamProtocol, Waiter
+from .base import Backend, Event, Future, Stream, StreamProtocol, Waiter
 
 T = TypeVar("T")
 
@@ -295,6 +296,27 @@ class _AsyncioWaiter(Waiter[T]):
         return self._value
 
 
+class _AsyncioFuture(asyncio.Future[T]):
+    """The loop's future (its C implementation), which is also a coroutine.
+
+    Awaiting it is awaiting the future; ``send``, ``throw`` and ``close`` make it a coroutine as well,
+    so ``asyncio.create_task`` takes it, as it takes the coroutine aio-pika's ``publish()`` returns,
+    while ``gather`` and ``ensure_future`` still take it as the future it is (no task of their own).
+    The iterator behind ``await`` keeps no state beyond the future, so each step makes a fresh one.
+    """
+
+    __slots__ = ()
+
+    def send(self, value: None) -> Any:
+        return self.__await__().send(value)
+
+    def throw(self, exception: BaseException) -> Any:
+        return self.__await__().throw(exception)
+
+    def close(self) -> None:
+        pass  # nothing runs "inside" a future
+
+
 class _AsyncioEvent(Event):
     """:class:`asyncio.Event` on the backend's loop.
 
@@ -383,6 +405,8 @@ class AsyncioBackend(Backend):
         # keeps it.
         if type(loop).time is asyncio.BaseEventLoop.time:
             self.time = monotonic  # type: ignore[method-assign]
+        # Every publish awaiting its confirm takes a future: made without a call of ours around it.
+        self.create_future = functools.partial(_AsyncioFuture, loop=loop)  # type: ignore[method-assign]
         self._tasks: set[asyncio.Task[None]] = set()
         self._streams: set[_AsyncioStream] = set()  # connected and not lost yet
         self._started = False
@@ -490,6 +514,9 @@ class AsyncioBackend(Backend):
 
     def create_waiter(self) -> Waiter[Any]:
         return _AsyncioWaiter(self._loop)
+
+    def create_future(self) -> Future[Any]:
+        return _AsyncioFuture(loop=self._loop)
 
     def timeout(self, seconds: float | None) -> contextlib.AbstractContextManager[Any]:
         if seconds is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
@@ -117,6 +117,32 @@ class Waiter(abc.ABC, Generic[T]):
 
         Cancelling a waiting task leaves the slot untouched for everyone else.
         """
+
+
+class Future(Protocol[T]):
+    """A one-shot result slot awaited directly (``await future``) by at most one task.
+
+    Lighter than a :class:`Waiter` where a single task waits, as for a publisher confirm: on asyncio it
+    is the loop's own future, with nothing of ours around it. Cancelling the waiting task cancels the
+    future: it is then done, and must not be filled (fill it only while ``done()`` is false).
+
+    It is a coroutine as well (``send``, ``throw``, ``close``), so that ``asyncio.create_task`` and task
+    groups' ``start_soon`` take a method that returns one, as they take an ``async def`` method.
+    """
+
+    def set_result(self, result: T, /) -> None: ...
+
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+    def done(self) -> bool: ...
+
+    def __await__(self) -> Generator[Any, None, T]: ...
+
+    def send(self, value: None, /) -> Any: ...
+
+    def throw(self, exception: BaseException, /) -> Any: ...
+
+    def close(self) -> None: ...
 
 
 class Event(abc.ABC):
@@ -227,6 +253,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def create_waiter(self) -> Waiter[Any]:
         """A new, empty :class:`Waiter`."""
+
+    @abc.abstractmethod
+    def create_future(self) -> Future[Any]:
+        """A new, empty :class:`Future`."""
 
     @abc.abstractmethod
     def timeout(self, seconds: float | None) -> AbstractContextManager[Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import anyio
 import pytest
 from pamqp import commands
@@ -67,6 +69,60 @@ async def test_unroutable_mandatory_with_on_return_raises(
     # not mandatory: the broker drops it silently and acks
     result = await channel.default_exchange.publish(
         aio_pika.Message(b"dropped"), routing_key=routing_key, mandatory=False
+    )
+    assert isinstance(result, commands.Basic.Ack)
+
+
+async def test_publish_ack_and_close_return_coroutines(
+    connection: aio_pika.Connection, names: Names, anyio_backend: str
+) -> None:
+    """Task groups' ``start_soon`` and ``asyncio.create_task`` take what they return, whether or not it
+    is an ``async def`` coroutine underneath, as they take aio-pika's async methods."""
+    confirmed = await connection.channel()
+    unconfirmed = await connection.channel(publisher_confirms=False)
+    queue = await confirmed.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    async with anyio.create_task_group() as group:
+        group.start_soon(confirmed.default_exchange.publish, aio_pika.Message(b"confirmed"), queue.name)
+        group.start_soon(unconfirmed.default_exchange.publish, aio_pika.Message(b"unconfirmed"), queue.name)
+    received = [await queue.get(timeout=5) for _ in range(2)]
+    assert sorted(message.body for message in received if message is not None) == [
+        b"confirmed",
+        b"unconfirmed",
+    ]
+    async with anyio.create_task_group() as group:
+        for message in received:
+            assert message is not None
+            group.start_soon(message.ack)
+        group.start_soon(unconfirmed.close)
+    assert unconfirmed.is_closed
+    if anyio_backend == "asyncio":
+        import asyncio
+
+        task = asyncio.create_task(confirmed.default_exchange.publish(aio_pika.Message(b"task"), queue.name))
+        assert isinstance(await task, commands.Basic.Ack)
+        message = await queue.get(timeout=5)
+        assert message is not None and message.body == b"task"
+        await asyncio.create_task(message.ack())
+        await asyncio.create_task(confirmed.close())
+        assert confirmed.is_closed
+
+
+@pytest.mark.parametrize("on_return_raises", [False, True])
+async def test_cancelled_publisher_of_a_returned_message(
+    connection: aio_pika.Connection, names: Names, caplog: pytest.LogCaptureFixture, on_return_raises: bool
+) -> None:
+    channel = await connection.channel(on_return_raises=on_return_raises)
+    returned = anyio.Event()
+    channel.return_callbacks.add(lambda *args: returned.set())
+    with anyio.CancelScope() as scope:
+        scope.cancel()  # gone before its message comes back
+        await channel.default_exchange.publish(aio_pika.Message(b"lost"), routing_key=names.queue("nowhere"))
+    assert scope.cancelled_caught
+    with anyio.fail_after(5):
+        await returned.wait()  # with on_return_raises too: nobody is left to raise to
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+    result = await channel.default_exchange.publish(
+        aio_pika.Message(b"x"), routing_key=names.queue("x"), mandatory=False
     )
     assert isinstance(result, commands.Basic.Ack)
 

@@ -444,12 +444,18 @@ async def test_invalid_channel_arguments_name_the_parameter(
 # ---- cancellation (the trio issue: cancelling never desynchronises the channel) --------------------------
 
 
-async def test_cancelled_publish_does_not_desynchronise(channel: aio_pika.Channel, names: Names) -> None:
+async def test_cancelled_publish_does_not_desynchronise(
+    channel: aio_pika.Channel, names: Names, caplog: pytest.LogCaptureFixture
+) -> None:
     queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
     with anyio.CancelScope() as scope:
         scope.cancel()  # cancelled while waiting for the confirm: the message is sent, its ack comes late
         await channel.default_exchange.publish(aio_pika.Message(b"first"), routing_key=queue.name)
     assert scope.cancelled_caught
+    with anyio.fail_after(5):
+        while channel._confirms:  # its ack, alone: nothing else is in flight
+            await anyio.sleep(0.001)
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
     async def publish(index: int) -> None:
         await channel.default_exchange.publish(aio_pika.Message(b"%d" % index), routing_key=queue.name)
@@ -464,6 +470,22 @@ async def test_cancelled_publish_does_not_desynchronise(channel: aio_pika.Channe
     assert isinstance(result, commands.Basic.Ack)
     assert not channel._confirms  # every abandoned waiter is gone
     assert (await queue.declare()).message_count == 22  # the cancelled ones were published all the same
+
+
+async def test_cancelled_publish_then_the_channel_closes(
+    channel: aio_pika.Channel, names: Names, caplog: pytest.LogCaptureFixture
+) -> None:
+    missing = await channel.get_exchange(names.exchange(), ensure=False)
+    closed = anyio.Event()
+    channel.close_callbacks.add(lambda *args: closed.set())
+    with anyio.CancelScope() as scope:
+        scope.cancel()  # gone before the broker answers: it closes the channel over the missing exchange
+        await missing.publish(aio_pika.Message(b"lost"), routing_key="any")
+    assert scope.cancelled_caught
+    with anyio.fail_after(5):
+        await closed.wait()
+    assert channel.is_closed and not channel._confirms
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
 async def test_cancelled_get_does_not_desynchronise(channel: aio_pika.Channel, names: Names) -> None:

@@ -1,4 +1,4 @@
-"""Waiter, Event, timeout, clock, call_soon, and the ownership of spawned tasks."""
+"""Waiter, Future, Event, timeout, clock, call_soon, and the ownership of spawned tasks."""
 
 from __future__ import annotations
 
@@ -102,6 +102,40 @@ async def test_unwaited_waiter_exception_is_not_reported(
         gc.collect()
         await anyio.sleep(0)
     assert "never retrieved" not in caplog.text
+
+
+async def test_future_result_and_exception(make_backend: Callable[[], Backend]) -> None:
+    async with make_backend() as backend:
+        future = backend.create_future()
+        results: list[Any] = []
+
+        async def wait() -> None:
+            results.append(await future)
+
+        backend.spawn(wait)
+        await anyio.sleep(0.01)
+        assert not future.done()
+        future.set_result("confirmed")
+        assert future.done()
+        await wait_until(lambda: results == ["confirmed"])
+
+        failing = backend.create_future()
+        error = ValueError("nacked")
+        failing.set_exception(error)
+        assert failing.done()
+        with pytest.raises(ValueError) as raised:
+            await failing
+        assert raised.value is error
+
+
+async def test_cancelling_the_wait_for_a_future_settles_it(make_backend: Callable[[], Backend]) -> None:
+    """Its filler finds it done and leaves it alone (filling a cancelled asyncio future raises)."""
+    async with make_backend() as backend:
+        future = backend.create_future()
+        with anyio.move_on_after(0.01) as scope:
+            await future
+        assert scope.cancelled_caught
+        assert future.done()
 
 
 async def test_event(make_backend: Callable[[], Backend]) -> None:
