@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from types import TracebackType
-from typing import Any, ClassVar, Generic, Self, TypeVar, cast
+from typing import Any, ClassVar, Self, TypeVar, cast
 
 import anyio
 import anyio.abc
@@ -23,6 +24,7 @@ import anyio.lowlevel
 from anyio.streams.tls import TLSAttribute
 
 from ._util import call_logged, check_timeout, connect_error, run_logged
+from .asyncio_backend import AsyncioFuture
 from .base import Backend, Event, Future, Stream, StreamProtocol, Waiter, current_backend_name
 
 T = TypeVar("T")
@@ -166,62 +168,6 @@ class _AnyioWaiter(Waiter[T]):
         return self._value
 
 
-class _AnyioFuture(Generic[T]):
-    """A :class:`~backends.base.Future` for the one task that awaits it: an anyio.Event and the outcome.
-
-    Also a coroutine (``send``, ``throw``, ``close``, driving one wait started on first use), so task
-    groups' ``start_soon`` and ``asyncio.create_task`` take it, as the asyncio backend's future.
-    """
-
-    __slots__ = ("_event", "_exc", "_value", "_waiting")
-
-    _value: T
-
-    def __init__(self) -> None:
-        self._event = anyio.Event()
-        self._exc: BaseException | None = None
-        self._waiting: Coroutine[Any, Any, T] | None = None
-
-    def set_result(self, result: T, /) -> None:
-        self._value = result
-        self._event.set()
-
-    def set_exception(self, exception: BaseException, /) -> None:
-        self._exc = exception
-        self._event.set()
-
-    def done(self) -> bool:
-        return self._event.is_set()
-
-    def __await__(self) -> Generator[Any, None, T]:
-        return self._wait().__await__()
-
-    def _started(self) -> Coroutine[Any, Any, T]:
-        if self._waiting is None:
-            self._waiting = self._wait()
-        return self._waiting
-
-    def send(self, value: None) -> Any:
-        return self._started().send(value)
-
-    def throw(self, exception: BaseException) -> Any:
-        return self._started().throw(exception)
-
-    def close(self) -> None:
-        if self._waiting is not None:
-            self._waiting.close()
-
-    async def _wait(self) -> T:
-        try:
-            await self._event.wait()
-        except BaseException:
-            self._event.set()  # cancelled, as an asyncio future is with its task: done, never filled
-            raise
-        if self._exc is not None:
-            raise self._exc
-        return self._value
-
-
 class _AnyioEvent(Event):
     """anyio.Event cannot be cleared: clearing swaps in a fresh one."""
 
@@ -262,8 +208,15 @@ class AnyioBackend(Backend):
                 token.run_sync_soon(call_logged, fn)
 
             self._schedule = schedule
+            # Every publish awaiting its confirm takes a future: trio's or asyncio's own, not one
+            # built on anyio's primitives (several times the calls).
+            from ._trio_future import TrioFuture
+
+            self._new_future: Callable[[], Future[Any]] = TrioFuture
         elif library == "asyncio":
-            self._schedule = asyncio.get_running_loop().call_soon
+            loop = asyncio.get_running_loop()
+            self._schedule = loop.call_soon
+            self._new_future = functools.partial(AsyncioFuture, loop=loop)
         else:
             raise RuntimeError(f"the anyio backend runs on asyncio or trio, not {library}")
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -370,7 +323,7 @@ class AnyioBackend(Backend):
         return _AnyioWaiter()
 
     def create_future(self) -> Future[Any]:
-        return _AnyioFuture()
+        return self._new_future()
 
     def timeout(self, seconds: float | None) -> contextlib.AbstractContextManager[Any]:
         if seconds is not None:

@@ -296,7 +296,7 @@ class _AsyncioWaiter(Waiter[T]):
         return self._value
 
 
-class _AsyncioFuture(asyncio.Future[T]):
+class AsyncioFuture(asyncio.Future[T]):
     """The loop's future (its C implementation), which is also a coroutine.
 
     Awaiting it is awaiting the future; ``send``, ``throw`` and ``close`` make it a coroutine as well,
@@ -406,7 +406,7 @@ class AsyncioBackend(Backend):
         if type(loop).time is asyncio.BaseEventLoop.time:
             self.time = monotonic  # type: ignore[method-assign]
         # Every publish awaiting its confirm takes a future: made without a call of ours around it.
-        self.create_future = functools.partial(_AsyncioFuture, loop=loop)  # type: ignore[method-assign]
+        self.create_future = functools.partial(AsyncioFuture, loop=loop)  # type: ignore[method-assign]
         self._tasks: set[asyncio.Task[None]] = set()
         self._streams: set[_AsyncioStream] = set()  # connected and not lost yet
         self._started = False
@@ -516,7 +516,7 @@ class AsyncioBackend(Backend):
         return _AsyncioWaiter(self._loop)
 
     def create_future(self) -> Future[Any]:
-        return _AsyncioFuture(loop=self._loop)
+        return AsyncioFuture(loop=self._loop)
 
     def timeout(self, seconds: float | None) -> contextlib.AbstractContextManager[Any]:
         if seconds is None:
