@@ -13,7 +13,7 @@ How it works (the same as aio-pika, so both interoperate):
 * a caller has a result queue (declared with a client-chosen name on robust channels, server-named
   otherwise) which it consumes, and binds it to the ``DLX_NAME`` headers exchange with ``From: <its name>``;
 * a call is a message to the method's queue (``mandatory``) with ``reply_to`` and the ``From`` header set
-  to the result queue and a fresh ``correlation_id``; the caller waits on one waiter per outstanding call;
+  to the result queue and a fresh ``correlation_id``; the caller waits on one future per outstanding call;
 * the callee replies to ``reply_to`` with a ``result`` or ``error`` message carrying the same
   ``correlation_id``, then acknowledges the call;
 * a call that expires (``expiration=``) before a callee takes it is dead-lettered back to the caller's
@@ -92,7 +92,7 @@ class RPC(Base):
         self.channel = channel
         self.loop: Any = None
         self.proxy = Proxy(self.call)
-        self.futures: dict[str, Any] = {}  # correlation id -> the waiter of the outstanding call
+        self.futures: dict[str, Any] = {}  # correlation id -> the future of the outstanding call
         self.routes: dict[str, Callable[..., Any]] = {}
         self.queues: dict[Callable[..., Any], Any] = {}
         self.consumer_tags: dict[Callable[..., Any], str] = {}
@@ -180,8 +180,9 @@ class RPC(Base):
 
     def _fail_all(self, exc: BaseException) -> None:
         futures, self.futures = self.futures, {}
-        for waiter in futures.values():
-            waiter.set_exception(exc)
+        for future in futures.values():
+            if not future.done():  # done: its caller was cancelled and has not removed it yet
+                future.set_exception(exc)
 
     def on_close(self, channel: AbstractChannel | None, exc: BaseException | None = None) -> None:
         """The channel closed (or lost its connection): the outstanding calls fail with why."""
@@ -191,11 +192,11 @@ class RPC(Base):
     # ---- the caller side ---------------------------------------------------------------------------
 
     def create_future(self) -> tuple[Any, str]:
-        """A waiter for a new call and its correlation id."""
-        waiter = _backend(self.channel).create_waiter()
+        """The future of a new call (awaited by its caller alone) and its correlation id."""
+        future = _backend(self.channel).create_future()
         correlation_id = str(uuid.uuid4())
-        self.futures[correlation_id] = waiter
-        return waiter, correlation_id
+        self.futures[correlation_id] = future
+        return future, correlation_id
 
     def _format_routing_key(self, method_name: str) -> str:
         return f"{self.rpc_exchange.name}::{method_name}" if self.rpc_exchange else method_name
@@ -226,7 +227,7 @@ class RPC(Base):
         """
         if not hasattr(self, "result_queue"):
             raise RuntimeError("the RPC is closed (or was never initialized: use RPC.create)")
-        waiter, correlation_id = self.create_future()
+        future, correlation_id = self.create_future()
         try:
             message = await self.serialize_message(
                 payload=kwargs or {},
@@ -245,7 +246,7 @@ class RPC(Base):
             with _backend(self.channel).timeout(timeout):
                 await exchange.publish(message, routing_key=routing_key, mandatory=True)
                 log.debug("Waiting RPC result for %s(%r)", routing_key, kwargs)
-                return await waiter.wait()
+                return await future
         finally:
             self.futures.pop(correlation_id, None)
 
@@ -254,37 +255,41 @@ class RPC(Base):
         if message.correlation_id is None:
             log.warning("Message without correlation_id was returned: %r", message)
             return
-        waiter = self.futures.pop(str(message.correlation_id), None)
-        if waiter is None or waiter.done():
+        future = self.futures.pop(str(message.correlation_id), None)
+        if future is None or future.done():
             log.warning("Unknown message was returned: %r", message)
             return
-        waiter.set_exception(MessageProcessError("Message has been returned", message))
+        future.set_exception(MessageProcessError("Message has been returned", message))
 
     async def on_result_message(self, message: AbstractIncomingMessage) -> None:
         """A result, an error, or an expired call came back to the result queue."""
         if message.correlation_id is None:
             log.warning("Message without correlation_id was received: %r", message)
             return
-        waiter = self.futures.pop(str(message.correlation_id), None)
-        if waiter is None:
+        future = self.futures.pop(str(message.correlation_id), None)
+        if future is None:
             log.warning("Unknown message: %r", message)
             return
+        # A future found done belongs to a caller that was cancelled and has not removed it yet.
         try:
             payload = await self.deserialize_message(message)
         except Exception as error:
             log.error("Failed to deserialize response on message: %r", message)
-            waiter.set_exception(error)
+            if not future.done():
+                future.set_exception(error)
+            return
+        if future.done():
             return
         if message.type == RPCMessageType.RESULT.value:
-            waiter.set_result(payload)
+            future.set_result(payload)
         elif message.type == RPCMessageType.ERROR.value:
             if not isinstance(payload, BaseException):
                 payload = RPCException("Wrapped non-exception object", payload)
-            waiter.set_exception(payload)
+            future.set_exception(payload)
         elif message.type == RPCMessageType.CALL.value:
-            waiter.set_exception(TimeoutError("Message timed-out", message))
+            future.set_exception(TimeoutError("Message timed-out", message))
         else:
-            waiter.set_exception(RuntimeError(f"Unknown message type {message.type!r}"))
+            future.set_exception(RuntimeError(f"Unknown message type {message.type!r}"))
 
     # ---- the callee side ---------------------------------------------------------------------------
 
