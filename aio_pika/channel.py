@@ -760,32 +760,28 @@ class Channel(AbstractChannel):
             raise self._command_error(error) from None
         connection._wake()
         connection._unflushed += len(body)
-        flushed = (
-            connection._flush_waiter() if connection._unflushed > connection.WRITE_BUFFER_LIMIT else None
-        )
         if seq is None:
-            if flushed is None:
+            if connection._unflushed <= connection.WRITE_BUFFER_LIMIT:
                 return _DONE
+            flushed = connection._flush_waiter()
             return Deferred(lambda: self._wait_flushed(flushed, timeout))  # no warning if never awaited
+        # A confirm comes only once the backend has taken the message, and everything queued before
+        # it: awaiting it holds the publisher back as waiting for the write buffer to drain would.
         future = connection._backend.create_future()
         self._confirms[seq] = future
-        if timeout is None and flushed is None:
+        if timeout is None:
             # The common case is the future itself: gather() takes it without a task of its own. A
             # publisher cancelled while awaiting it cancels the future, which its confirm finds done.
             return future
-        return self._wait_confirm(seq, future, timeout, flushed)
+        return self._wait_confirm(seq, future, timeout)
 
     async def _wait_flushed(self, flushed: Waiter[Any], timeout: TimeoutType) -> None:
         with self._connection._backend.timeout(timeout):
             await flushed.wait()
 
-    async def _wait_confirm(
-        self, seq: int, future: Future[Any], timeout: TimeoutType, flushed: Waiter[Any] | None
-    ) -> Any:
+    async def _wait_confirm(self, seq: int, future: Future[Any], timeout: TimeoutType) -> Any:
         try:
             with self._connection._backend.timeout(timeout):
-                if flushed is not None:
-                    await flushed.wait()
                 return await future
         except BaseException:
             if self._confirms.get(seq) is future:
