@@ -795,10 +795,7 @@ def encode_publish_parts(
     # parts: the five pieces of the method and header frames, then (body-frame head, body slice)
     # pairs, then the final frame-end. Join what precedes the first slice, and keep the slices.
     pieces: list[bytes | memoryview] = [b"".join(parts[:6])]
-    last = len(parts) - 1
-    for index in range(6, last, 2):
-        pieces.append(parts[index])
-        pieces.append(parts[index + 1])  # the next body frame's head, or the final frame-end
+    pieces += parts[6:]
     return pieces
 
 
@@ -844,9 +841,13 @@ def _publish_parts(
                 parts.append(body)
         else:
             view = memoryview(body)
+            head = _END_BODY_HEAD.pack(FRAME_END, _FRAME_BODY, channel, chunk)  # of every full frame
             for start in range(0, body_size, chunk):
                 piece = view[start : start + chunk]
-                parts.append(_END_BODY_HEAD.pack(FRAME_END, _FRAME_BODY, channel, len(piece)))
+                size = len(piece)
+                parts.append(
+                    head if size == chunk else _END_BODY_HEAD.pack(FRAME_END, _FRAME_BODY, channel, size)
+                )
                 parts.append(piece)
     except struct.error as error:
         raise ValueError(f"cannot encode Basic.Publish: {error}") from None
