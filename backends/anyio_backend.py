@@ -50,13 +50,16 @@ class _AnyioStream(Stream):
         self._stream = stream
         self._protocol = protocol
         self._wake = anyio.Event()
+        self._woken = False  # _wake is set: what publishes check, cheaper than asking the event
         self._closing = False
         self._error: BaseException | None = None  # the first error, for connection_lost
         self._reader_scope = anyio.CancelScope()
         self._writer_scope = anyio.CancelScope()
 
     def wake_writer(self) -> None:
-        self._wake.set()
+        if not self._woken:
+            self._woken = True
+            self._wake.set()
 
     def close(self) -> None:
         if not self._closing:
@@ -106,6 +109,7 @@ class _AnyioStream(Stream):
                     # Woken and cancelled in the same iteration (abort): do not pull any more.
                     await anyio.lowlevel.checkpoint_if_cancelled()
                     self._wake = anyio.Event()
+                    self._woken = False
                     # Read before pulling, so that the pull after close() is the last one.
                     closing = self._closing
                     data = self._protocol.data_to_send()
