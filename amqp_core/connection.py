@@ -1391,10 +1391,10 @@ class Connection:
             # runs for every frame of the message.
             with memoryview(buf) as view:
                 buffer.write(view[start:end])
-            state.content_remaining -= size
-            if not state.content_remaining:
-                state.content_buffer = None
-                self._content_complete(state, buffer.getvalue(), events)
+            if size < state.content_remaining:
+                state.content_remaining -= size
+            else:
+                self._body_received(state, size, events)  # the last frame completes the body
             return
         state = self._body_channel(channel, size)
         if state is None or not size:

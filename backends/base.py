@@ -123,8 +123,9 @@ class Future(Protocol[T]):
     """A one-shot result slot awaited directly (``await future``) by at most one task.
 
     Lighter than a :class:`Waiter` where a single task waits, as for a publisher confirm: on asyncio it
-    is the loop's own future, with nothing of ours around it. Cancelling the waiting task cancels the
-    future: it is then done, and must not be filled (fill it only while ``done()`` is false).
+    is asyncio's C future, with nothing of ours around it but the coroutine methods. Cancelling the
+    waiting task cancels the future: it is then done, and must not be filled (fill it only while
+    ``done()`` is false).
 
     It is a coroutine as well (``send``, ``throw``, ``close``), so that ``asyncio.create_task`` and task
     groups' ``start_soon`` take a method that returns one, as they take an ``async def`` method.
