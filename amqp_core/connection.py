@@ -81,7 +81,8 @@ _BODY_SIZE = struct.Struct(">Q")  # in a content header: after class-id and weig
 # when their first frame arrives (so a peer can make the client allocate this much for one frame).
 _BODY_BUFFER_MAX = 4 * 1024 * 1024
 # Reads from this size on are parsed in place (see receive_data) instead of being appended to the
-# receive buffer first.
+# receive buffer first, even when a frame cut by the previous read waits there (smaller reads are
+# parsed in place only when nothing does).
 _IN_PLACE = 16 * 1024
 
 # Method indexes (class-id << 16 | method-id) of the frames decoded by hand.
@@ -325,8 +326,8 @@ class Connection:
         start = 0
         if self._split is not None:
             start = self._complete_split(data, events)
-        if self.state is _OPEN and len(data) - start >= _IN_PLACE:
-            # A large read is parsed where it is rather than first appended to the receive buffer:
+        if self.state is _OPEN and (not buf or len(data) - start >= _IN_PLACE):
+            # The read is parsed where it is rather than first appended to the receive buffer:
             # only what ends up incomplete at its end is copied (or, for a large body frame, kept by
             # reference). A frame cut by the end of the last read, waiting in the buffer, is
             # completed first with the start of this one.
