@@ -534,9 +534,10 @@ def decode_method(buf: Buffer, offset: int, end: int) -> base.Frame:
 _FRAME_HEAD = struct.Struct(">BHIHH")  # type, channel, payload size, class-id, method-id
 _SETTLE_FRAME = struct.Struct(">BHIHHqBB")  # method frame head, delivery-tag, bits, frame-end
 _PUBLISH_HEAD = struct.Struct(">BHIHHH")  # Basic.Publish: method frame head, ticket
-# Publish bits and frame-end, then the content-header frame up to its property flags:
-# frame type, channel, payload size, class-id, weight, body size.
-_PUBLISH_TAIL_HEADER_HEAD = struct.Struct(">BBBHIHHQ")
+_PUBLISH_TAIL = struct.Struct(">BB")  # Basic.Publish: bits, frame-end
+# A content-header frame up to its property flags: type, channel, payload size, class-id, weight,
+# body size.
+_HEADER_HEAD = struct.Struct(">BHIHHQ")
 _END_BODY_HEAD = struct.Struct(">BBHI")  # frame-end of the previous frame, then a body frame's head
 _FRAME_END_BYTES = bytes((FRAME_END,))
 _EMPTY_TABLE = b"\x00\x00\x00\x00"
@@ -792,11 +793,29 @@ def encode_publish_parts(
     parts = _publish_parts(channel, exchange, routing_key, mandatory, immediate, properties, body, frame_max)
     if type(body) is not bytes or len(body) < LARGE_BODY:
         return [b"".join(parts)]
-    # parts: the five pieces of the method and header frames, then (body-frame head, body slice)
+    # parts: the method frame and the header frame's two pieces, then (body-frame head, body slice)
     # pairs, then the final frame-end. Join what precedes the first slice, and keep the slices.
-    pieces: list[bytes | memoryview] = [b"".join(parts[:6])]
-    pieces += parts[6:]
+    pieces: list[bytes | memoryview] = [b"".join(parts[:4])]
+    pieces += parts[4:]
     return pieces
+
+
+# The Basic.Publish method frames of the last destinations published to, by (channel, exchange,
+# routing key, bits): a publisher mostly sends to a few, so most publishes encode no name.
+_publish_methods: dict[tuple[int, str, str, int], bytes] = {}
+_PUBLISH_METHODS_KEPT = 256
+
+
+def _publish_method(channel: int, exchange: str, routing_key: str, bits: int) -> bytes:
+    exchange_raw = _encode_shortstr(exchange, "exchange")
+    routing_key_raw = _encode_shortstr(routing_key, "routing_key")
+    try:
+        head = _PUBLISH_HEAD.pack(
+            _FRAME_METHOD, channel, 7 + len(exchange_raw) + len(routing_key_raw), _BASIC, _PUBLISH, 0
+        )
+    except struct.error as error:
+        raise ValueError(f"cannot encode Basic.Publish: {error}") from None
+    return head + exchange_raw + routing_key_raw + _PUBLISH_TAIL.pack(bits, FRAME_END)
 
 
 def _publish_parts(
@@ -809,29 +828,26 @@ def _publish_parts(
     body: bytes,
     frame_max: int,
 ) -> list[bytes | memoryview]:
-    exchange_raw = _encode_shortstr(exchange, "exchange")
-    routing_key_raw = _encode_shortstr(routing_key, "routing_key")
+    bits = (1 if mandatory else 0) | (2 if immediate else 0)
+    destination = (channel, exchange, routing_key, bits)
+    try:
+        method = _publish_methods.get(destination)
+    except TypeError:  # unhashable: not a str, which _publish_method reports
+        method = None
+    if method is None:
+        method = _publish_method(channel, exchange, routing_key, bits)
+        if len(_publish_methods) >= _PUBLISH_METHODS_KEPT:
+            _publish_methods.clear()
+        _publish_methods[destination] = method
     props = encode_properties(properties)
     header_size = 12 + len(props)
     if frame_max and header_size + 8 > frame_max:
         raise ValueError(f"the content header is {header_size + 8} bytes, more than frame_max ({frame_max})")
     body_size = len(body)
-    bits = (1 if mandatory else 0) | (2 if immediate else 0)
     try:
         parts: list[bytes | memoryview] = [
-            _PUBLISH_HEAD.pack(
-                _FRAME_METHOD,
-                channel,
-                7 + len(exchange_raw) + len(routing_key_raw),
-                _BASIC,
-                _PUBLISH,
-                0,
-            ),
-            exchange_raw,
-            routing_key_raw,
-            _PUBLISH_TAIL_HEADER_HEAD.pack(
-                bits, FRAME_END, _FRAME_HEADER, channel, header_size, _BASIC, 0, body_size
-            ),
+            method,
+            _HEADER_HEAD.pack(_FRAME_HEADER, channel, header_size, _BASIC, 0, body_size),
             props,
         ]
         chunk = frame_max - 8 if frame_max else body_size

@@ -444,12 +444,27 @@ def test_publish_errors() -> None:
         codec.encode_publish(1, "", "r" * 256, False, False, None, b"", 0)
     with pytest.raises(TypeError, match="routing_key"):
         codec.encode_publish(1, "", b"rk", False, False, None, b"", 0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="exchange"):
+        codec.encode_publish(1, ["ex"], "", False, False, None, b"", 0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="frame_max"):
         codec.encode_publish(1, "", "", False, False, None, b"body", 8)
     with pytest.raises(ValueError, match=r"Basic\.Publish"):
         codec.encode_publish(70000, "", "", False, False, None, b"", 0)
     # 255 bytes is the limit, not 255 characters.
     assert codec.encode_publish(1, "x" * 255, "é" * 127, False, False, None, b"", 0)
+
+
+def test_publish_methods_kept_for_a_bounded_number_of_destinations() -> None:
+    # Method frames are reused per destination; a publisher with a routing key per message (one per
+    # user, per order…) must not make the codec keep them all.
+    for n in range(3 * codec._PUBLISH_METHODS_KEPT):
+        wire = codec.encode_publish(2, "amq.topic", f"orders.{n}", n % 2 == 0, False, None, b"x", 0)
+        assert wire == pamqp_publish(2, "amq.topic", f"orders.{n}", n % 2 == 0, False, None, b"x", 0)
+        assert len(codec._publish_methods) <= codec._PUBLISH_METHODS_KEPT
+    # Evicted and encoded again: still the same bytes.
+    assert codec.encode_publish(2, "amq.topic", "orders.0", True, False, None, b"x", 0) == pamqp_publish(
+        2, "amq.topic", "orders.0", True, False, None, b"x", 0
+    )
 
 
 def test_encode_properties_none_and_empty_strings() -> None:
