@@ -71,14 +71,13 @@ class _AsyncioStream(Stream, asyncio.Protocol):
         if self._eager_spent or self._receiving:
             self.wake_writer_batched()
             return
-        if self._paused or self._transport.is_closing():
-            self._wanted = True
-            return
         # A task issued a command (not a reaction to received data): the first such write of this
         # loop iteration goes out at once, so a caller that awaits the broker's reply saves an
         # iteration. What is queued later in the iteration is coalesced by the scheduled flush;
-        # none is scheduled for the eager write itself, which pulled everything queued so far.
+        # none is scheduled for the eager write itself, which pulled everything queued so far (or,
+        # paused, leaves it wanted for resume_writing).
         self._eager_spent = True
+        self._wanted = True
         self._write()
 
     def wake_writer_batched(self) -> None:
@@ -98,8 +97,8 @@ class _AsyncioStream(Stream, asyncio.Protocol):
         self._write()
 
     def _write(self) -> None:
-        # Checked again here: close() may have run since, and a TLS transport can pause on its
-        # own (while handling received records), not only inside our writes.
+        # Checked here, on every path: close() may have run since a flush was scheduled, and a TLS
+        # transport can pause on its own (while handling received records), not only inside our writes.
         if self._paused or self._transport.is_closing():
             return
         pending = self._pending
@@ -229,7 +228,7 @@ class _AsyncioStream(Stream, asyncio.Protocol):
     def resume_writing(self) -> None:
         self._paused = False
         if self._wanted or self._pending:
-            self.wake_writer()
+            self._write()
 
     def connection_lost(self, exc: Exception | None) -> None:
         try:
