@@ -134,7 +134,8 @@ class _Consumer:
         self.arguments = arguments
         self.on_stop = on_stop
         self.is_async = is_coroutine_callable(callback)
-        self.pending: deque[Any] = deque()  # messages (or awaitables) for the workers
+        # For the workers: messages for an async callback, or what a plain callback returned to await.
+        self.pending: deque[Any] = deque()
         self.idle: list[Event] = []  # the wake-up events of the workers waiting for work
         self.workers = 0
         self.waking = 0  # workers signalled (spawned or woken) that have not started looking at `pending`
@@ -190,6 +191,7 @@ class _Consumer:
         event = backend.create_event()
         pending = self.pending
         callback = self.callback
+        is_async = self.is_async
         woken = False
         try:
             while True:
@@ -198,7 +200,7 @@ class _Consumer:
                     if pending and not self.waking:
                         self._wake_one()
                     try:
-                        if isinstance(item, IncomingMessage):
+                        if is_async:
                             await callback(item)
                         else:
                             await item
@@ -227,10 +229,11 @@ class _Consumer:
         self.stopped = True
         if drop_pending and not self.no_ack:
             # Unacknowledged and unstarted: the broker requeues them when the channel closes.
-            for item in self.pending:
-                close = getattr(item, "close", None)
-                if close is not None and not isinstance(item, IncomingMessage):
-                    close()
+            if not self.is_async:  # what a plain callback returned, never to be awaited now
+                for item in self.pending:
+                    close = getattr(item, "close", None)
+                    if close is not None:
+                        close()
             self.pending.clear()
         idle, self.idle = self.idle, []
         for event in idle:
