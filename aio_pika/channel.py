@@ -136,7 +136,9 @@ class _Consumer:
         self.is_async = is_coroutine_callable(callback)
         # For the workers: messages for an async callback, or what a plain callback returned to await.
         self.pending: deque[Any] = deque()
-        self.idle: list[Event] = []  # the wake-up events of the workers waiting for work
+        # The futures of the workers waiting for work: one filled wakes its worker. Once popped from
+        # here, a future is counted in `waking` until its worker runs (or ends, if it was cancelled).
+        self.idle: list[Future[None]] = []
         self.workers = 0
         self.waking = 0  # workers signalled (spawned or woken) that have not started looking at `pending`
         self.stopped = False
@@ -162,10 +164,13 @@ class _Consumer:
             self._wake_one()
 
     def _wake_one(self) -> None:
-        if self.idle:
+        idle = self.idle
+        while idle:
+            wake_up = idle.pop()
             self.waking += 1
-            self.idle.pop().set()
-            return
+            if not wake_up.done():  # done: its worker was cancelled, and uncounts itself on the way out
+                wake_up.set_result(None)
+                return
         channel = self.channel
         limit = channel._prefetch_count or channel.DEFAULT_CONSUMER_CONCURRENCY
         if self.workers < limit:
@@ -187,8 +192,8 @@ class _Consumer:
         worker, with no wake-up per message.
         """
         self.waking -= 1  # counted by _wake_one, which spawned this worker
-        backend = self.channel._connection._backend
-        event = backend.create_event()
+        create_future = self.channel._connection._backend.create_future
+        wake_up: Future[None] | None = None
         pending = self.pending
         callback = self.callback
         is_async = self.is_async
@@ -208,19 +213,19 @@ class _Consumer:
                         log.exception("Consumer callback %r failed", callback)
                 if self.stopped:
                     return
-                event.clear()
-                self.idle.append(event)
+                wake_up = create_future()
+                self.idle.append(wake_up)
                 woken = True
-                await event.wait()
+                await wake_up
                 woken = False
                 self.waking -= 1
         finally:
             self.workers -= 1
             if woken:
-                if event.is_set():
+                if wake_up in self.idle:
+                    self.idle.remove(wake_up)
+                else:
                     self.waking -= 1  # woken, but cancelled before it could run
-                elif event in self.idle:
-                    self.idle.remove(event)
 
     def stop(self, exc: BaseException | None, drop_pending: bool) -> None:
         """No more deliveries: let the workers finish (dropping unstarted messages with ``drop_pending``)."""
@@ -236,9 +241,10 @@ class _Consumer:
                         close()
             self.pending.clear()
         idle, self.idle = self.idle, []
-        for event in idle:
+        for wake_up in idle:
             self.waking += 1
-            event.set()
+            if not wake_up.done():
+                wake_up.set_result(None)
         if self.on_stop is not None:
             try:
                 self.on_stop(exc)

@@ -400,3 +400,59 @@ async def test_iterator_stops_when_the_channel_closes(channel: aio_pika.Channel,
             group.start_soon(consume)
             await wait_until(lambda: iterator.consumer_tag is not None)
             await channel.close()
+
+
+# Cancelling the future a task awaits is what cancelling that task does to it, on the native backend's
+# plain tasks (in an anyio task group, a task ending cancelled cancels the group).
+ON_NATIVE_ASYNCIO = pytest.mark.parametrize(
+    "variant", [("asyncio", "asyncio")], ids=["asyncio-native"], indirect=True
+)
+
+
+@ON_NATIVE_ASYNCIO
+async def test_a_worker_cancelled_while_idle_is_replaced(channel: aio_pika.Channel, names: Names) -> None:
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    received: list[aio_pika.IncomingMessage] = []
+
+    async def on_message(message: aio_pika.IncomingMessage) -> None:
+        received.append(message)
+
+    await queue.consume(on_message, no_ack=True)
+    await publish(channel, queue, b"1")
+    await wait_until(lambda: len(received) == 1)
+    consumer = next(iter(channel._consumers.values()))
+    # Cancelled, and gone by the time the next message comes.
+    await wait_until(lambda: bool(consumer.idle))
+    consumer.idle[-1].cancel()
+    await publish(channel, queue, b"2")
+    await wait_until(lambda: len(received) == 2)  # a new worker took it
+    # Cancelled, with a message arriving before the worker has ended.
+    await wait_until(lambda: bool(consumer.idle))
+    consumer.idle[-1].cancel()
+    consumer.deliver(received[0])
+    await wait_until(lambda: len(received) == 3)
+    await wait_until(lambda: consumer.workers == 1)
+    assert consumer.waking == 0
+
+
+@ON_NATIVE_ASYNCIO
+async def test_stopping_a_consumer_whose_idle_worker_was_cancelled(
+    channel: aio_pika.Channel, names: Names
+) -> None:
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    seen: list[bytes] = []
+
+    async def on_message(message: aio_pika.IncomingMessage) -> None:
+        seen.append(message.body)
+        await message.ack()
+
+    tag = await queue.consume(on_message)
+    await publish(channel, queue, b"1")
+    await wait_until(lambda: seen == [b"1"])
+    consumer = next(iter(channel._consumers.values()))
+    await wait_until(lambda: bool(consumer.idle))
+    consumer.idle[-1].cancel()
+    consumer.stop(None, drop_pending=False)  # finds the cancelled worker's future before the worker ends
+    await wait_until(lambda: consumer.workers == 0)
+    assert consumer.waking == 0
+    await queue.cancel(tag)
