@@ -14,7 +14,7 @@ import os
 import socket
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from time import monotonic
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar, cast
@@ -124,20 +124,27 @@ class _AsyncioStream(Stream, asyncio.Protocol):
         transport = self._transport
         while pending and not self._paused and not transport.is_closing():
             if self._fd >= 0 and not transport.get_write_buffer_size():
-                # Nothing is buffered in the transport, so the socket is ours to write to: up to a
-                # slice's worth of pieces in one writev() (the transport takes one buffer per
-                # system call, so a large message costs two: its frames' heads, then its body).
-                batch: list[bytes | memoryview] = []
-                size = 0
-                for piece in pending:
-                    batch.append(piece)
-                    size += len(piece)
-                    if size >= _WRITEV_BYTES or len(batch) >= _WRITEV_PIECES:
-                        break
+                # Nothing is buffered in the transport, so the socket is ours to write to: up to
+                # _WRITEV_BYTES of pieces in one writev() (the transport takes one buffer per
+                # system call, so a large message would cost two: its frames' heads, then its body).
+                batch: Sequence[bytes | memoryview]
+                if len(pending) <= _WRITEV_PIECES and (size := sum(map(len, pending))) <= _WRITEV_BYTES:
+                    batch = pending  # all of it (one large message, say), without a step per piece
+                else:
+                    batch = []
+                    size = 0
+                    for piece in pending:
+                        batch.append(piece)
+                        size += len(piece)
+                        if size >= _WRITEV_BYTES or len(batch) >= _WRITEV_PIECES:
+                            break
                 try:
                     sent = os.writev(self._fd, batch)
                 except OSError:
                     sent = 0  # full, or broken: the transport's write below buffers it or reports it
+                if sent == size and batch is pending:
+                    pending.clear()  # the usual case, without a step per piece
+                    break
                 full = sent < size
                 while sent:
                     piece = pending[0]

@@ -207,6 +207,25 @@ async def test_pieces_arrive_whole_and_in_order_through_a_slow_reader(
             chunk = bytes([(batch * 31 + number) % 251]) * size
             pieces.append(memoryview(chunk)[: size - size // 3] if number % 2 else chunk)
         batches.append(pieces)
+    await send_through_a_slow_reader(make_backend, batches)
+
+
+async def test_messages_of_a_few_pieces_arrive_whole_through_a_slow_reader(
+    make_backend: Callable[[], Backend],
+) -> None:
+    # Each batch is what one large publish queues (frame heads between slices of its body): small
+    # enough for one writev() of all of it, which the full socket takes only in part.
+    batches: list[list[bytes | memoryview]] = []
+    for number in range(6):
+        body = bytes(range(number, number + 251)) * 5000
+        view = memoryview(body)
+        batches.append([b"head" * 20, view[:600_000], b"8 bytes.", view[600_000:], b"\xce"])
+    await send_through_a_slow_reader(make_backend, batches)
+
+
+async def send_through_a_slow_reader(
+    make_backend: Callable[[], Backend], batches: list[list[bytes | memoryview]]
+) -> None:
     expected = b"".join(b"".join(pieces) for pieces in batches)
     producer = PieceProducer([list(pieces) for pieces in batches])
     with listener(receive_buffer=64 * 1024) as server:
