@@ -226,8 +226,11 @@ class Connection:
         self._split: memoryview | None = None
         # What is queued for the socket, in order. Large published bodies sit here by reference, as
         # memoryview pieces (codec.encode_publish_parts); _out_pieces says whether any of them does.
+        # Then _out holds the pieces data_to_send_pieces returns, but for its last run of small frames,
+        # from _out_run on, which it joins.
         self._out: list[bytes | memoryview] = []
         self._out_pieces = False
+        self._out_run = 0
         # The last Basic.Ack queued, as (frame, channel), when it settles every delivery up to its tag:
         # an ack that extends it replaces it (see basic_ack).
         self._prefix_ack: tuple[bytes, int] | None = None
@@ -291,20 +294,11 @@ class Connection:
             out.clear()
             return [data]
         self._out_pieces = False
-        pieces: list[bytes | memoryview] = []
-        run: list[bytes | memoryview] = []
-        for item in out:
-            if len(item) >= codec.LARGE_BODY:
-                if run:
-                    pieces.append(b"".join(run) if len(run) > 1 else run[0])
-                    run = []
-                pieces.append(item)
-            else:
-                run.append(item)
-        if run:
-            pieces.append(b"".join(run) if len(run) > 1 else run[0])
-        out.clear()
-        return pieces
+        run, self._out_run = self._out_run, 0
+        if len(out) - run > 1:
+            out[run:] = [b"".join(out[run:])]
+        self._out = []
+        return out
 
     def receive_data(self, data: bytes, now: float) -> list[Event]:
         """Feed bytes from the socket; returns the events they complete.
@@ -773,7 +767,7 @@ class Connection:
             state = self._channel(channel)
             state.require_open()
         try:
-            if len(body) < codec.LARGE_BODY or type(body) is not bytes:
+            if len(body) < codec.LARGE_BODY:
                 self._out.append(
                     codec.encode_publish(
                         channel, exchange, routing_key, mandatory, immediate, properties, body,
@@ -781,15 +775,38 @@ class Connection:
                     )
                 )  # fmt: skip
             else:
-                # Queued by reference: the body is written from the caller's bytes, never copied.
-                self._out += codec.encode_publish_parts(
+                # A bytes body is queued by reference: written from the caller's bytes, never copied.
+                pieces = codec.encode_publish_parts(
                     channel, exchange, routing_key, mandatory, immediate, properties, body,
                     self.frame_max,
                 )  # fmt: skip
-                self._out_pieces = True
+                self._queue_pieces(pieces)
         except (ValueError, TypeError) as error:
             raise self._publish_error(properties, error) from error
         return state.next_publish(exchange, routing_key, mandatory)
+
+    def _queue_pieces(self, pieces: list[bytes | memoryview]) -> None:
+        """Queue a large message as the pieces :func:`codec.encode_publish_parts` made of it.
+
+        Small frames are written joined, one piece per run of them: the frames of this message up to
+        its body join the run queued since the last large message, and its final frame-end starts
+        the next. A message that came as one piece (its body copied) stands alone, as a body does.
+        """
+        out = self._out
+        run = self._out_run if self._out_pieces else 0
+        if len(pieces) == 1:
+            if len(out) - run > 1:
+                out[run:] = [b"".join(out[run:])]
+            out += pieces
+            self._out_run = len(out)
+        else:
+            if len(out) > run:
+                out[run:] = [b"".join([*out[run:], pieces[0]])]
+                out += pieces[1:]
+            else:
+                out += pieces
+            self._out_run = len(out) - 1
+        self._out_pieces = True
 
     def basic_get(self, channel: int, queue: str, *, no_ack: bool = False) -> None:
         """Ask for one message: :class:`GetOk`, or a :class:`MethodReply` with ``Basic.GetEmpty``."""

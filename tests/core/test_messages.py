@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import itertools
 import struct
 
 import pytest
@@ -173,6 +174,66 @@ def test_get_ok_nobody_asked_for_is_command_invalid() -> None:
     with pytest.raises(RemoteProtocolError, match="no reply was expected") as caught:
         peer.feed(method(1, commands.Basic.GetOk(3, True, "x", "rk", 41)))
     assert caught.value.reply_code == 503
+
+
+# ---- large bodies, sent by reference ----------------------------------------------------------------
+
+
+def test_pieces_to_send_hold_large_bodies_by_reference_between_joined_small_frames() -> None:
+    peer = consuming(frame_max=131072)
+    c = peer.connection
+    small, large, other = b"s" * 100, bytes(range(256)) * 1024, b"L" * 70_000  # 256 KiB: 2 frames
+    c.basic_publish(1, small, routing_key="a")
+    c.basic_publish(1, small, routing_key="b")
+    c.basic_publish(1, large, routing_key="c")
+    c.basic_publish(1, other, routing_key="d")  # right after a large one
+    c.basic_publish(1, small, routing_key="e")
+    c.basic_publish(1, bytearray(other), routing_key="f")  # not bytes: copied, as a small frame is
+    c.basic_publish(1, large, routing_key="g")
+    c.basic_publish(1, small, routing_key="h")
+    pieces = c.data_to_send_pieces(peer.now)
+    assert c.data_to_send_pieces(peer.now) == []
+    # Every byte in order: the same frames as publishing the same messages and taking bytes.
+    expected = opened_with_channel_publishing(
+        [
+            (small, "a"),
+            (small, "b"),
+            (large, "c"),
+            (other, "d"),
+            (small, "e"),
+            (other, "f"),
+            (large, "g"),
+            (small, "h"),
+        ]
+    )
+    assert b"".join(pieces) == expected
+
+    # The bodies are the caller's bytes (a body of several frames as slices of them), never copied;
+    # what lies between them is one piece per run of frames.
+    def by_reference(piece: bytes | memoryview) -> bool:
+        return isinstance(piece, memoryview) or piece is other
+
+    bodies = [
+        piece.obj if isinstance(piece, memoryview) else piece
+        for piece in pieces
+        if len(piece) > 1000 and by_reference(piece)
+    ]
+    assert [id(body) for body in bodies] == [id(large)] * 2 + [id(other)] + [id(large)] * 2
+
+    def small_frames(piece: bytes | memoryview) -> bool:
+        return not by_reference(piece) and len(piece) < 16 * 1024
+
+    assert not any(
+        small_frames(before) and small_frames(after) for before, after in itertools.pairwise(pieces)
+    )
+
+
+def opened_with_channel_publishing(messages: list[tuple[bytes, str]]) -> bytes:
+    """What a connection sends for these publishes on channel 1, taken as bytes."""
+    c = consuming(frame_max=131072).connection
+    for body, routing_key in messages:
+        c.basic_publish(1, body, routing_key=routing_key)
+    return c.data_to_send(0.0)
 
 
 # ---- publisher confirms -----------------------------------------------------------------------------
