@@ -69,7 +69,8 @@ class _AsyncioStream(Stream, asyncio.Protocol):
 
     def wake_writer(self) -> None:
         if self._eager_spent or self._receiving:
-            self.wake_writer_batched()
+            if not self._flush_scheduled:  # (checked here too: a batch publisher comes here per message)
+                self.wake_writer_batched()
             return
         # A task issued a command (not a reaction to received data): the first such write of this
         # loop iteration goes out at once, so a caller that awaits the broker's reply saves an
