@@ -48,7 +48,7 @@ from .exchange import Exchange
 from .log import get_logger
 from .message import IncomingMessage, ReturnedMessage, settle_error
 from .queue import Queue
-from .tools import CallbackCollection, Completed, Deferred, is_coroutine_callable
+from .tools import DONE, CallbackCollection, Completed, Deferred, is_coroutine_callable
 from .transaction import Transaction
 
 if TYPE_CHECKING:
@@ -60,7 +60,6 @@ log = get_logger(__name__)
 
 __all__ = ("Channel",)
 
-_DONE = Completed()
 _Ack = commands.Basic.Ack
 _new = object.__new__
 
@@ -153,7 +152,7 @@ class _Consumer:
         except Exception:
             log.exception("Consumer callback %r failed on message %r", self.callback, message.delivery_tag)
             return
-        if result is not None and type(result) is not Completed and hasattr(result, "__await__"):
+        if result is not None and not isinstance(result, Completed) and hasattr(result, "__await__"):
             # A plain function that returned an awaitable (a lambda around a coroutine, …).
             self.pending.append(result)
             self._kick()
@@ -435,9 +434,9 @@ class Channel(AbstractChannel):
         """Close the channel: closing starts at once; await the result to wait for the broker's CloseOk."""
         if self._state is _NEW:
             log.warning("Channel not opened")
-            return _DONE
+            return DONE
         if self._state is _CLOSED:
-            return _DONE
+            return DONE
         self._begin_close(exc)
         return Deferred(self._wait_closed)
 
@@ -771,7 +770,7 @@ class Channel(AbstractChannel):
         connection._unflushed += len(body)
         if seq is None:
             if connection._unflushed <= connection.WRITE_BUFFER_LIMIT:
-                return _DONE
+                return DONE
             flushed = connection._flush_waiter()
             return Deferred(lambda: self._wait_flushed(flushed, timeout))  # no warning if never awaited
         # A confirm comes only once the backend has taken the message, and everything queued before

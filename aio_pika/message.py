@@ -23,7 +23,7 @@ from .abc import (
 )
 from .exceptions import ChannelInvalidStateError, MessageProcessError
 from .log import get_logger
-from .tools import Completed
+from .tools import DONE, Completed
 
 if TYPE_CHECKING:
     from .channel import Channel
@@ -33,7 +33,6 @@ log = get_logger(__name__)
 __all__ = ("IncomingMessage", "Message", "ProcessContext", "ReturnedMessage")
 
 _Properties = commands.Basic.Properties
-_DONE = Completed()
 _set = object.__setattr__
 _DELIVERY_MODES = {1: DeliveryMode.NOT_PERSISTENT, 2: DeliveryMode.PERSISTENT}
 # For every message without a delivery mode: a global, five times quicker to read on Python 3.11
@@ -451,7 +450,7 @@ class IncomingMessage(Message, AbstractIncomingMessage):
     def _settled(self) -> Completed:
         self._processed = True
         self.lock()
-        return _DONE
+        return DONE
 
     def ack(self, multiple: bool = False) -> Completed:
         """Acknowledge the message (``Basic.Ack``); takes effect without ``await``, and may be awaited."""

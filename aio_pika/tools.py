@@ -67,7 +67,20 @@ class Completed:
         return f"<Completed {self.value!r}>"
 
 
-STUB_AWAITABLE = Completed()
+class _CompletedNone(Completed):
+    """``Completed(None)`` whose ``await`` runs no Python code (it is what most awaits of a completed
+    result get: a publish without confirms, ``ack()``, once per message)."""
+
+    __slots__ = ()
+
+    # What await calls: an iterator that stops at once, made in C (a method of the empty tuple, not
+    # a function, so it is called without self).
+    __await__ = ().__iter__  # type: ignore[assignment]
+
+
+# The result of a call whose effect is queued and which has nothing to return.
+DONE: Completed = _CompletedNone()
+STUB_AWAITABLE = DONE
 
 
 class Deferred:
