@@ -154,7 +154,12 @@ class Message(AbstractMessage):
         self.content_type = content_type
         self.content_encoding = content_encoding
         try:
-            self.delivery_mode = DeliveryMode(int(delivery_mode)) if delivery_mode else _NOT_PERSISTENT
+            # The dict spares the enum's Python-level constructor for the two valid modes.
+            self.delivery_mode = (
+                (_DELIVERY_MODES.get(int(delivery_mode)) or DeliveryMode(int(delivery_mode)))
+                if delivery_mode
+                else _NOT_PERSISTENT
+            )
         except (TypeError, ValueError):
             raise ValueError(
                 f"delivery_mode must be 1 or 2 (a DeliveryMode), not {delivery_mode!r}"

@@ -27,6 +27,7 @@ task per message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -58,6 +59,15 @@ class RPCMessageType(str, Enum):  # noqa: UP042 - a str Enum as in aio-pika
 
 
 RPCMessageTypes = RPCMessageType  # aio-pika 6.x's name
+
+# What a message's type says for each member, read once: `.value` is a Python-level property call on
+# Python 3.11, and every call and every result reads one.
+_VALUES = {member: member.value for member in RPCMessageType}
+_ERROR = _VALUES[RPCMessageType.ERROR]
+_RESULT = _VALUES[RPCMessageType.RESULT]
+_CALL = _VALUES[RPCMessageType.CALL]
+
+_NO_TIMEOUT = contextlib.nullcontext()  # reusable: a call without a timeout makes no context of its own
 
 
 def _backend(channel: Any) -> Any:
@@ -242,10 +252,13 @@ class RPC(Base):
                 message.expiration = expiration
             routing_key = self._format_routing_key(method_name)
             exchange = self.rpc_exchange or self.channel.default_exchange
-            log.debug("Publishing calls for %s(%r)", routing_key, kwargs)
-            with _backend(self.channel).timeout(timeout):
+            debug = log.isEnabledFor(logging.DEBUG)  # once, for both messages
+            if debug:
+                log.debug("Publishing calls for %s(%r)", routing_key, kwargs)
+            with _backend(self.channel).timeout(timeout) if timeout is not None else _NO_TIMEOUT:
                 await exchange.publish(message, routing_key=routing_key, mandatory=True)
-                log.debug("Waiting RPC result for %s(%r)", routing_key, kwargs)
+                if debug:
+                    log.debug("Waiting RPC result for %s(%r)", routing_key, kwargs)
                 return await future
         finally:
             self.futures.pop(correlation_id, None)
@@ -280,13 +293,13 @@ class RPC(Base):
             return
         if future.done():
             return
-        if message.type == RPCMessageType.RESULT.value:
+        if message.type == _RESULT:
             future.set_result(payload)
-        elif message.type == RPCMessageType.ERROR.value:
+        elif message.type == _ERROR:
             if not isinstance(payload, BaseException):
                 payload = RPCException("Wrapped non-exception object", payload)
             future.set_exception(payload)
-        elif message.type == RPCMessageType.CALL.value:
+        elif message.type == _CALL:
             future.set_exception(TimeoutError("Message timed-out", message))
         else:
             future.set_exception(RuntimeError(f"Unknown message type {message.type!r}"))
@@ -411,7 +424,7 @@ class RPC(Base):
             correlation_id=correlation_id,
             delivery_mode=delivery_mode,
             timestamp=time.time(),
-            type=message_type.value,
+            type=_VALUES[message_type],
             **kwargs,
         )
 
