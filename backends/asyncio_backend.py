@@ -328,7 +328,7 @@ class _AsyncioEvent(Event):
     """:class:`asyncio.Event` on the backend's loop.
 
     ``asyncio.Event`` looks its loop up on every wait, which on Python 3.11 is a ``getpid()`` system
-    call (the running loop must belong to this process): once per wake-up of a consumer's worker.
+    call (the running loop must belong to this process).
     """
 
     __slots__ = ("_futures", "_is_set", "_loop")
