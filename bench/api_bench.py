@@ -978,13 +978,19 @@ def library_version(python: str, module: str) -> str:
         return "missing"
 
 
-def git_revision() -> str:
+def git_revision(report: str | None) -> str:
+    """HEAD, and whether the work tree differs from it, leaving out the report being written (an
+    earlier run's report would otherwise mark every later run of the same code as changed)."""
+    exclude: list[str] = []
+    root = ROOT.resolve()
+    if report and (path := Path(report).resolve()).is_relative_to(root):
+        exclude = [f":(exclude){path.relative_to(root)}"]
     try:
         out = subprocess.run(
             ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
         )
         dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no", "--", ".", *exclude],
             capture_output=True,
             text=True,
         )
@@ -1162,7 +1168,7 @@ def render(
         *machine_description(args.url),
         f"- Python: ours {python_version(args.ours) if 'ours' in names else '(not run)'}, "
         f"reference {python_version(args.reference) if 'reference' in names else '(not run)'}",
-        f"- Ours: aio-pika-sansio at git {git_revision()}"
+        f"- Ours: aio-pika-sansio at git {git_revision(args.output)}"
         + ("" if "ours" in names else " — **not run** (our aio_pika was not usable, or `--only reference`)"),
         f"- Reference: aio-pika {library_version(args.reference, 'aio_pika')}"
         + ("" if "reference" in names else " — **not run**"),

@@ -84,6 +84,34 @@ def test_api_bench_renders_a_report_without_results() -> None:
     assert "| consume_callback | 100 B |" in report
 
 
+def test_report_names_the_revision_and_ignores_its_own_earlier_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api_bench = importlib.import_module("api_bench")
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+
+    git("init", "-q")
+    (tmp_path / "docs").mkdir()
+    report = tmp_path / "docs" / "performance.md"
+    report.write_text("an earlier run\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("commit", "-qm", "one")
+    head = git("rev-parse", "--short", "HEAD")
+    monkeypatch.setattr(api_bench, "ROOT", tmp_path)
+
+    report.write_text("the run before this one\n")
+    assert api_bench.git_revision(str(report)) == head
+    assert api_bench.git_revision(None) == f"{head} + uncommitted changes"
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert api_bench.git_revision(str(report)) == f"{head} + uncommitted changes"
+
+
 @pytest.mark.broker
 def test_raw_client_fills_and_drains_a_queue() -> None:
     rawamqp = importlib.import_module("rawamqp")
