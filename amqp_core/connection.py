@@ -295,8 +295,7 @@ class Connection:
             return [data]
         self._out_pieces = False
         run, self._out_run = self._out_run, 0
-        if len(out) - run > 1:
-            out[run:] = [b"".join(out[run:])]
+        _join_run(out, run)
         self._out = []
         return out
 
@@ -795,8 +794,7 @@ class Connection:
         out = self._out
         run = self._out_run if self._out_pieces else 0
         if len(pieces) == 1:
-            if len(out) - run > 1:
-                out[run:] = [b"".join(out[run:])]
+            _join_run(out, run)
             out += pieces
             self._out_run = len(out)
         else:
@@ -1497,6 +1495,12 @@ class Connection:
             events.append(
                 Returned(state.number, reply_code, reply_text, exchange, routing_key, properties, body, seq)
             )
+
+
+def _join_run(out: list[bytes | memoryview], start: int) -> None:
+    """Make the small frames queued in ``out`` from ``start`` on one piece."""
+    if len(out) - start > 1:
+        out[start:] = [b"".join(out[start:])]
 
 
 def _body_buffer(size: int) -> io.BytesIO:
