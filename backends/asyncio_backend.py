@@ -13,8 +13,9 @@ import functools
 import os
 import socket
 import ssl
-from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from bisect import bisect_left, bisect_right
+from collections.abc import Awaitable, Callable
+from itertools import accumulate
 from time import monotonic
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar, cast
@@ -26,6 +27,9 @@ T = TypeVar("T")
 
 # Batches larger than this are written in slices of this size, each once the transport has room.
 _WRITE_SLICE = 256 * 1024
+# What the transport is handed when the socket is full, to be told when it has room: little, since
+# the transport copies what it buffers, while a writev() of our own takes the rest from our memory.
+_WAIT_SLICE = 4 * 1024
 # At most this many pieces per writev() (the kernel's limit, IOV_MAX, is 1024 on Linux), and about
 # this many bytes, so that a message of 1 MiB goes out in one system call: over loopback the sender
 # also pays for much of the receiving side's work, per call, and a 1 MiB publish written in 256 KiB
@@ -61,8 +65,13 @@ class _AsyncioStream(Stream, asyncio.Protocol):
         self._paused = False
         self._read_size = 0  # the transport's max_size; 0 where it has none (TLS, other loops)
         self._receiving = False  # inside data_received: replies and acks wait for the coalesced flush
-        # The rest of a large batch, written a slice at a time as the transport drains.
-        self._pending: deque[bytes | memoryview] = deque()
+        # The rest of a large batch, written a slice at a time as the transport drains: its pieces,
+        # where each ends (counted from the start of the batch) and how much of it has been written.
+        # The ends are counted once per batch, so finding what a writev() took is a bisect, not a
+        # Python step per piece (a stream of 1 MiB messages is 19 pieces each).
+        self._pending: list[bytes | memoryview] = []
+        self._ends: list[int] = []
+        self._written = 0
         self.lost: asyncio.Future[None] = loop.create_future()  # done after connection_lost
 
     # Stream
@@ -111,62 +120,57 @@ class _AsyncioStream(Stream, asyncio.Protocol):
                     if data:
                         self._transport.write(data)
                     return
-                pending.append(data)
+                data = [data]
             elif len(data) == 1 and len(data[0]) <= _WRITE_SLICE:
                 self._transport.write(data[0])
                 return
-            else:
-                pending.extend(data)
+            pending += data
+            self._ends = list(accumulate(map(len, data)))
+            self._written = 0
         # A large batch goes out a slice at a time, the next one only while the transport is not
         # paused: before Python 3.12 the transport keeps unsent bytes in one bytearray and moves the
         # whole rest of it after every send(), which is quadratic in the size of the backlog. Pieces
         # (large message bodies, by reference) are handed over as they are: when the transport has
         # nothing buffered, it sends them straight from the caller's memory.
+        ends = self._ends
         transport = self._transport
         while pending and not self._paused and not transport.is_closing():
+            written = self._written  # where pending[0] starts
             if self._fd >= 0 and not transport.get_write_buffer_size():
                 # Nothing is buffered in the transport, so the socket is ours to write to: up to
                 # _WRITEV_BYTES of pieces in one writev() (the transport takes one buffer per
                 # system call, so a large message would cost two: its frames' heads, then its body).
-                batch: Sequence[bytes | memoryview]
-                if len(pending) <= _WRITEV_PIECES and (size := sum(map(len, pending))) <= _WRITEV_BYTES:
-                    batch = pending  # all of it (one large message, say), without a step per piece
-                else:
-                    batch = []
-                    size = 0
-                    for piece in pending:
-                        batch.append(piece)
-                        size += len(piece)
-                        if size >= _WRITEV_BYTES or len(batch) >= _WRITEV_PIECES:
-                            break
+                count = min(bisect_left(ends, written + _WRITEV_BYTES) + 1, len(ends), _WRITEV_PIECES)
                 try:
-                    sent = os.writev(self._fd, batch)
+                    sent = os.writev(self._fd, pending if count == len(pending) else pending[:count])
                 except OSError:
                     sent = 0  # full, or broken: the transport's write below buffers it or reports it
-                if sent == size and batch is pending:
-                    pending.clear()  # the usual case, without a step per piece
-                    break
-                full = sent < size
-                while sent:
-                    piece = pending[0]
-                    if sent < len(piece):
-                        view = piece if type(piece) is memoryview else memoryview(piece)
-                        pending[0] = view[sent:]
-                        break
-                    sent -= len(piece)
-                    pending.popleft()
-                if not full:
+                self._written = written = written + sent
+                whole = bisect_right(ends, written, 0, count)  # the pieces it took in full
+                piece_start = ends[whole - 1] if whole else written - sent  # of the next one
+                del pending[:whole], ends[:whole]
+                if whole == count:
                     continue
-            # The socket is full (or this is TLS): the transport buffers the next piece and tells
-            # us to pause; resume_writing goes on once its buffer is empty.
+                if written > piece_start:  # it stopped inside pending[0]
+                    piece = pending[0]
+                    pending[0] = (piece if type(piece) is memoryview else memoryview(piece))[
+                        written - piece_start :
+                    ]
+                # The socket is full: the transport buffers a little of what is next, which pauses us
+                # until the socket has room and that little has gone (see connection_made).
+                slice_size = _WAIT_SLICE
+            else:
+                slice_size = _WRITE_SLICE  # TLS, or the transport is still sending what it holds
             piece = pending[0]
-            if len(piece) > _WRITE_SLICE:
+            if len(piece) > slice_size:
                 view = piece if type(piece) is memoryview else memoryview(piece)
-                transport.write(view[:_WRITE_SLICE])
-                pending[0] = view[_WRITE_SLICE:]
+                transport.write(view[:slice_size])
+                pending[0] = view[slice_size:]
+                self._written = written + slice_size
             else:
                 transport.write(piece)
-                pending.popleft()
+                del pending[0], ends[0]
+                self._written = written + len(piece)
         if pending:
             return  # resume_writing goes on with it
         if self._wanted:
@@ -186,6 +190,7 @@ class _AsyncioStream(Stream, asyncio.Protocol):
             if piece:
                 self._transport.write(piece)
         pending.clear()
+        self._ends.clear()
         self._transport.close()
 
     def abort(self) -> None:
@@ -202,9 +207,6 @@ class _AsyncioStream(Stream, asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
-        # Resume (and write the next slice or piece) only once the transport's buffer is empty: the
-        # write then goes straight to send() from our memory instead of being copied behind a backlog.
-        self._transport.set_write_buffer_limits(high=_WRITE_SLICE // 4, low=0)
         if isinstance(getattr(transport, "max_size", None), int):
             self._set_read_size(_SMALL_READ)
         # The socket's descriptor, for writev() of pieces; -1 over TLS, where bytes go through the
@@ -212,6 +214,12 @@ class _AsyncioStream(Stream, asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         tls = transport.get_extra_info("sslcontext") is not None
         self._fd = sock.fileno() if sock is not None and not tls and hasattr(os, "writev") else -1
+        # Resume (and write the next slice or piece) only once the transport's buffer is empty: the
+        # write then goes straight to the socket from our memory instead of being copied behind a
+        # backlog. With writev() of our own, whatever the transport holds pauses us: it holds only
+        # the little it was handed to tell us when a full socket has room again.
+        high = 0 if self._fd >= 0 else _WRITE_SLICE // 4
+        self._transport.set_write_buffer_limits(high=high, low=0)
 
     def _set_read_size(self, size: int) -> None:
         self._read_size = size

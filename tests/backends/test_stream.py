@@ -223,6 +223,14 @@ async def test_messages_of_a_few_pieces_arrive_whole_through_a_slow_reader(
     await send_through_a_slow_reader(make_backend, batches)
 
 
+async def test_a_piece_larger_than_the_socket_buffer_arrives_whole(
+    make_backend: Callable[[], Backend],
+) -> None:
+    # One body bigger than the socket takes: writes stop inside it, not only between pieces.
+    body = bytes(range(251)) * (8 * 1024 * 1024 // 251)
+    await send_through_a_slow_reader(make_backend, [[b"head", body, b"\xce"], [body[7:]]])
+
+
 async def send_through_a_slow_reader(
     make_backend: Callable[[], Backend], batches: list[list[bytes | memoryview]]
 ) -> None:
