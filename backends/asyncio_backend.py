@@ -27,9 +27,6 @@ T = TypeVar("T")
 
 # Batches larger than this are written in slices of this size, each once the transport has room.
 _WRITE_SLICE = 256 * 1024
-# What the transport is handed when the socket is full, to be told when it has room: little, since
-# the transport copies what it buffers, while a writev() of our own takes the rest from our memory.
-_WAIT_SLICE = 4 * 1024
 # At most this many pieces per writev() (the kernel's limit, IOV_MAX, is 1024 on Linux), and about
 # this many bytes, so that a message of 1 MiB goes out in one system call: over loopback the sender
 # also pays for much of the receiving side's work, per call, and a 1 MiB publish written in 256 KiB
@@ -156,17 +153,14 @@ class _AsyncioStream(Stream, asyncio.Protocol):
                     pending[0] = (piece if type(piece) is memoryview else memoryview(piece))[
                         written - piece_start :
                     ]
-                # The socket is full: the transport buffers a little of what is next, which pauses us
-                # until the socket has room and that little has gone (see connection_made).
-                slice_size = _WAIT_SLICE
-            else:
-                slice_size = _WRITE_SLICE  # TLS, or the transport is still sending what it holds
+            # The socket is full (or this is TLS): the transport buffers the next piece and tells
+            # us to pause; resume_writing goes on once its buffer is empty.
             piece = pending[0]
-            if len(piece) > slice_size:
+            if len(piece) > _WRITE_SLICE:
                 view = piece if type(piece) is memoryview else memoryview(piece)
-                transport.write(view[:slice_size])
-                pending[0] = view[slice_size:]
-                self._written = written + slice_size
+                transport.write(view[:_WRITE_SLICE])
+                pending[0] = view[_WRITE_SLICE:]
+                self._written = written + _WRITE_SLICE
             else:
                 transport.write(piece)
                 del pending[0], ends[0]
@@ -207,6 +201,9 @@ class _AsyncioStream(Stream, asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
+        # Resume (and write the next slice or piece) only once the transport's buffer is empty: the
+        # write then goes straight to send() from our memory instead of being copied behind a backlog.
+        self._transport.set_write_buffer_limits(high=_WRITE_SLICE // 4, low=0)
         if isinstance(getattr(transport, "max_size", None), int):
             self._set_read_size(_SMALL_READ)
         # The socket's descriptor, for writev() of pieces; -1 over TLS, where bytes go through the
@@ -214,12 +211,6 @@ class _AsyncioStream(Stream, asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         tls = transport.get_extra_info("sslcontext") is not None
         self._fd = sock.fileno() if sock is not None and not tls and hasattr(os, "writev") else -1
-        # Resume (and write the next slice or piece) only once the transport's buffer is empty: the
-        # write then goes straight to the socket from our memory instead of being copied behind a
-        # backlog. With writev() of our own, whatever the transport holds pauses us: it holds only
-        # the little it was handed to tell us when a full socket has room again.
-        high = 0 if self._fd >= 0 else _WRITE_SLICE // 4
-        self._transport.set_write_buffer_limits(high=high, low=0)
 
     def _set_read_size(self, size: int) -> None:
         self._read_size = size
