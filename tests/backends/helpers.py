@@ -41,6 +41,18 @@ class Recorder:
         stream.wake_writer()
 
 
+class PieceProducer(Recorder):
+    """Hands its data over as lists of pieces (bytes and memoryviews), as large publishes do."""
+
+    def __init__(self, batches: list[list[bytes | memoryview]]) -> None:
+        super().__init__()
+        self.batches = batches
+
+    def data_to_send(self) -> list[bytes | memoryview]:  # type: ignore[override]
+        self.pulls += 1
+        return self.batches.pop(0) if self.batches else []
+
+
 async def wait_until(predicate: Callable[[], bool], timeout: float = 5) -> None:
     with anyio.fail_after(timeout):
         while not predicate():

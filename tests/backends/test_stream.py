@@ -12,6 +12,7 @@ import pytest
 from backends import Backend
 
 from .helpers import (
+    PieceProducer,
     Recorder,
     accept,
     echo,
@@ -179,18 +180,6 @@ async def test_back_pressure_stops_pulling_until_the_peer_reads(
                         received += len(await recv(peer))
                 assert received == producer.produced
                 stream.abort()
-
-
-class PieceProducer(Recorder):
-    """Hands its data over as lists of pieces (bytes and memoryviews), as large publishes do."""
-
-    def __init__(self, batches: list[list[bytes | memoryview]]) -> None:
-        super().__init__()
-        self.batches = batches
-
-    def data_to_send(self) -> list[bytes | memoryview]:  # type: ignore[override]
-        self.pulls += 1
-        return self.batches.pop(0) if self.batches else []
 
 
 async def test_pieces_arrive_whole_and_in_order_through_a_slow_reader(
