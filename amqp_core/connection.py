@@ -84,6 +84,10 @@ _BODY_BUFFER_MAX = 4 * 1024 * 1024
 # receive buffer first, even when a frame cut by the previous read waits there (smaller reads are
 # parsed in place only when nothing does).
 _IN_PLACE = 16 * 1024
+# A body frame from this size on that a read ends in the middle of does not wait in the receive
+# buffer: it is copied into its message's buffer as its parts arrive (_start_body_stream), or else
+# kept by reference into an immutable read until it is whole (_keep_rest).
+_LARGE_BODY_FRAME = codec.LARGE_BODY // 4
 
 # Method indexes (class-id << 16 | method-id) of the frames decoded by hand.
 _DELIVER = commands.Basic.Deliver.index
@@ -224,6 +228,11 @@ class Connection:
         # A large body frame that a large read ended in the middle of: its bytes so far, by reference
         # into that read (see _keep_rest); the receive buffer is empty meanwhile.
         self._split: memoryview | None = None
+        # A body frame cut by the end of a read whose message is being copied into its buffer: its
+        # channel, and how many bytes of it are still to come (the rest of its payload, then its
+        # frame-end octet), copied as they arrive (see _start_body_stream).
+        self._body_stream: ChannelState | None = None
+        self._body_left = 0
         # What is queued for the socket, in order. Large published bodies sit here by reference, as
         # memoryview pieces (codec.encode_publish_parts); _out_pieces says whether any of them does.
         # Then _out holds the pieces data_to_send_pieces returns, but for its last run of small frames,
@@ -317,7 +326,11 @@ class Connection:
         buf = self._in
         events: list[Event] = []
         start = 0
-        if self._split is not None:
+        if self._body_stream is not None:
+            start = self._continue_body_stream(data, events)
+            if start == len(data):
+                return events
+        elif self._split is not None:
             start = self._complete_split(data, events)
         if self.state is _OPEN and (not buf or len(data) - start >= _IN_PLACE):
             # The read is parsed where it is rather than first appended to the receive buffer:
@@ -374,7 +387,7 @@ class Connection:
             len(rest) >= 7
             and rest[0] == FRAME_BODY
             and type(data) is bytes
-            and _FRAME_HEADER.unpack_from(rest, 0)[2] >= codec.LARGE_BODY // 4
+            and _FRAME_HEADER.unpack_from(rest, 0)[2] >= _LARGE_BODY_FRAME
         ):
             self._split = rest  # its header was checked by _parse (size, type)
         else:
@@ -404,6 +417,62 @@ class Connection:
             raise
         return frame_end + 1
 
+    def _continue_body_stream(self, data: bytes, events: list[Event]) -> int:
+        """Copy the next part of the body frame :meth:`_start_body_stream` began; returns where the
+        frames after it start (``len(data)`` when this read is all its payload)."""
+        state = self._body_stream
+        assert state is not None
+        left = self._body_left
+        buffer = state.content_buffer  # None once closing the channel dropped the message
+        if left > len(data):
+            if buffer is not None:
+                buffer.write(data)
+            self._body_left = left - len(data)
+            return len(data)
+        self._body_stream = None
+        if buffer is not None and left > 1:
+            with memoryview(data) as view:
+                buffer.write(view[: left - 1])
+        try:
+            if data[left - 1] != codec.FRAME_END:
+                raise self._bad_frame_end(state.number)
+            if buffer is not None and not state.content_remaining and self.state is _OPEN:
+                self._body_received(state, 0, events)
+        except RemoteProtocolError as error:
+            error.events = events
+            raise
+        return left
+
+    def _start_body_stream(self, channel: int, buf: bytes | bytearray, pos: int, end: int, size: int) -> bool:
+        """Copy what has arrived of a body frame cut by the end of the read at ``end`` into the buffer
+        of its message, and the rest as it comes; returns False, and copies nothing, when its message
+        is not assembled in a buffer (then the frame is handled once whole).
+
+        Each read then costs the body one write, however the frames fall across reads.
+        """
+        state = self._channels.get(channel)
+        if (
+            state is None
+            or (buffer := state.content_buffer) is None
+            or size > state.content_remaining
+            or self.state is not _OPEN
+        ):
+            # Not the next frame of a body being assembled (whose checks are those of
+            # _copy_body_frames): its first frame, or one to refuse or to discard.
+            state = self._body_channel(channel, size)
+            if state is None:
+                return False
+            remaining = state.content_remaining
+            if size == remaining or state.body_kept() or remaining > _BODY_BUFFER_MAX:
+                return False  # a body of one frame is copied out whole; a larger one kept in chunks
+            buffer = state.content_buffer = _body_buffer(remaining)
+        with memoryview(buf) as view:
+            buffer.write(view[pos + 7 : end])
+        state.content_remaining -= size
+        self._body_stream = state
+        self._body_left = pos + 8 + size - end
+        return True
+
     def _receive_buffered(self, buf: bytearray, events: list[Event]) -> None:
         """Read the whole frames in the receive buffer, and drop them from it."""
         try:
@@ -432,8 +501,14 @@ class Connection:
                 if size > self._max_payload or frame_type not in _FRAME_TYPES:
                     self._reject_frame(src, pos, frame_type, size)
                 frame_end = pos + 7 + size
-                if frame_end >= end:
-                    break  # need more data
+                if frame_end >= end:  # need more data
+                    if (
+                        frame_type == FRAME_BODY
+                        and size >= _LARGE_BODY_FRAME
+                        and self._start_body_stream(channel, src, pos, end, size)
+                    ):
+                        pos = end
+                    break
                 if src[frame_end] != codec.FRAME_END:
                     raise self._bad_frame_end(channel)
                 if frame_type == FRAME_METHOD:
@@ -444,6 +519,10 @@ class Connection:
                             continue
                     self._on_method(channel, src, pos + 7, frame_end, events)
                 elif frame_type == FRAME_BODY:
+                    after = self._copy_body_frames(channel, src, pos, end, events)
+                    if after:
+                        pos = after
+                        continue
                     self._on_body(channel, src, pos + 7, frame_end, events)
                 elif frame_type == FRAME_HEADER:
                     self._on_header(channel, src, pos + 7, frame_end, events)
@@ -1016,8 +1095,8 @@ class Connection:
         after: int = header_end + 1
         body_end = 0
         if body_size:
-            if body_size > self.max_body_size or end - after < 7:
-                return 0
+            if body_size > self._max_payload or body_size > self.max_body_size or end - after < 7:
+                return 0  # a body of several frames or one to refuse, or its frame not in this read
             frame_type, body_channel, size = _FRAME_HEADER.unpack_from(buf, after)
             body_end = after + 7 + size
             if (
@@ -1394,24 +1473,6 @@ class Connection:
         self, channel: int, buf: bytes | bytearray, start: int, end: int, events: list[Event]
     ) -> None:
         size = end - start
-        state = self._channels.get(channel)
-        if (
-            state is not None
-            and (buffer := state.content_buffer) is not None
-            and size <= state.content_remaining
-            and self.state is _OPEN
-        ):
-            # Most frames of a large body: the next part of a body already being copied into its
-            # buffer. The first frame passed those of _body_channel's checks that cannot change
-            # since (closing the channel drops its content); the others are here, inline, as this
-            # runs for every frame of the message.
-            with memoryview(buf) as view:
-                buffer.write(view[start:end])
-            if size < state.content_remaining:
-                state.content_remaining -= size
-            else:
-                self._body_received(state, size, events)  # the last frame completes the body
-            return
         state = self._body_channel(channel, size)
         if state is None or not size:
             return  # an empty body frame: nothing to keep (a list entry per frame would add up)
@@ -1421,6 +1482,49 @@ class Connection:
         with memoryview(buf) as view:
             self._add_body_part(state, view[start:end], type(buf) is bytes)
         self._body_received(state, size, events)
+
+    def _copy_body_frames(
+        self, channel: int, buf: bytes | bytearray, pos: int, end: int, events: list[Event]
+    ) -> int:
+        """The hot path of a body of several frames: copy its whole frames from ``pos`` on into the
+        buffer it is being assembled in, for as long as they follow one another; returns the
+        position after the last one, or 0 when it took none (the frame-by-frame path then handles
+        that frame, errors included).
+
+        The body's first frame passed those of _body_channel's checks that cannot change since
+        (closing the channel drops its content); the others are made here, for each frame.
+        """
+        state = self._channels.get(channel)
+        if state is None or (buffer := state.content_buffer) is None or self.state is not _OPEN:
+            return 0
+        remaining = state.content_remaining
+        max_payload = self._max_payload
+        unpack_header = _FRAME_HEADER.unpack_from
+        start = pos
+        with memoryview(buf) as view:
+            while end - pos >= 7:
+                frame_type, frame_channel, size = unpack_header(buf, pos)
+                frame_end = pos + 7 + size
+                if (
+                    frame_type != FRAME_BODY
+                    or frame_channel != channel
+                    or size > remaining
+                    or size > max_payload
+                    or frame_end >= end
+                    or buf[frame_end] != codec.FRAME_END
+                ):
+                    break
+                buffer.write(view[pos + 7 : frame_end])
+                remaining -= size
+                pos = frame_end + 1
+                if not remaining:
+                    break
+        if pos == start:
+            return 0
+        state.content_remaining = remaining
+        if not remaining:
+            self._body_received(state, 0, events)  # its last frame
+        return pos
 
     def _on_body_parts(self, channel: int, head: memoryview, tail: memoryview, events: list[Event]) -> None:
         """A body frame that arrived in two reads, as views of both."""

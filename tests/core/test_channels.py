@@ -164,16 +164,29 @@ def test_closing_a_channel_in_the_middle_of_a_message() -> None:
     assert events == [ChannelClosed(1, 200, "Normal shutdown", by_peer=False)]
 
 
-def test_closing_a_channel_while_a_large_body_frame_spans_two_reads() -> None:
+@pytest.mark.parametrize("chunk", [0, 40_000], ids=["one body frame", "several body frames"])
+@pytest.mark.parametrize("rest", [30_000, 1], ids=["part of its payload", "its frame-end octet"])
+def test_closing_a_channel_while_a_large_body_frame_spans_two_reads(chunk: int, rest: int) -> None:
     peer = opened()
     peer.open_channel()
-    message = deliver(1, 1, b"x" * 100_000)
-    cut = len(message) - 30_000  # both reads large: the body frame is held across them
+    message = deliver(1, 1, b"x" * 100_000, chunk=chunk)
+    cut = len(message) - rest  # the first read large: what it holds of the frame is held or copied
     assert peer.feed(message[:cut]) == []
     peer.connection.close_channel(1)
     peer.sent()
     events = peer.feed(message[cut:] + method(1, commands.Channel.CloseOk()))
     assert events == [ChannelClosed(1, 200, "Normal shutdown", by_peer=False)]
+
+
+def test_closing_the_connection_while_a_large_body_frame_spans_two_reads() -> None:
+    peer = opened()
+    peer.open_channel()
+    message = deliver(1, 1, b"x" * 100_000, chunk=40_000)  # its last body frame: 20,000 bytes
+    assert peer.feed(message[:-10_000]) == []
+    peer.connection.close()
+    peer.sent()
+    events = peer.feed(message[-10_000:], method(0, commands.Connection.CloseOk()))
+    assert [type(event) for event in events] == [ConnectionClosed]
 
 
 def test_closing_the_connection_in_the_middle_of_a_message() -> None:

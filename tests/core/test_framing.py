@@ -6,6 +6,8 @@ import copy
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pamqp import commands
 
 from amqp_core import Connection, Delivery, RemoteProtocolError
@@ -241,9 +243,9 @@ def test_a_body_of_several_frames_keeps_no_read_alive() -> None:
     events = []
     for index in range(len(reads) - 1):
         events += peer.connection.receive_data(reads[index], 0.0)
+        # Not even a body frame cut by its end: what arrived of it is copied into the buffer at once.
+        assert references() == alone
     assert events == []
-    # Only the last read fed is kept: its body frame cut at its end is a view of it until the next read.
-    assert references()[:-2] == alone[:-2]
     (delivery,) = peer.connection.receive_data(reads[-1], 0.0)
     assert delivery.body == bytes(range(256)) * 4096 and type(delivery.body) is bytes
     assert references() == alone
@@ -292,8 +294,8 @@ def test_a_large_read_completes_the_frame_waiting_in_the_buffer_and_is_parsed_in
 ) -> None:
     """Only the rest of the waiting frame is copied into the receive buffer, not the whole read.
 
-    The read is then parsed where it is, as when nothing was waiting: the large body frame its end cuts
-    is kept by reference until the next read completes it.
+    The read is then parsed where it is, as when nothing was waiting: what arrived of the large body
+    frame its end cuts is copied into its message's buffer, the rest when the next read brings it.
     """
     peer = opened()  # frame_max 131072
     peer.open_channel()
@@ -304,17 +306,80 @@ def test_a_large_read_completes_the_frame_waiting_in_the_buffer_and_is_parsed_in
     connection = peer.connection
     assert connection.receive_data(message[:cut], 0.0) == []
     assert connection.receive_data(message[cut:second], 0.0) == []
-    assert not connection._in and connection._split is not None
+    assert not connection._in and connection._body_stream is not None
     assert outcome(connection, [message[second:]]) == reference
 
 
-def test_bad_frame_end_octet_of_a_body_frame_split_across_large_reads() -> None:
+def body_frame(size: int) -> bytes:
+    return struct.pack(">BHI", 3, 1, size) + b"b" * size + b"\xce"
+
+
+def test_a_body_frame_over_frame_max_is_refused_in_the_middle_of_a_body() -> None:
+    peer = opened()  # frame_max 131072
+    peer.open_channel()
+    start = deliver(1, 1, b"x" * 400_000, chunk=100_000)[: -(3 * 100_008)]  # up to its first body frame
+    over = body_frame(131072 - 8 + 1)  # one byte over
+    with pytest.raises(RemoteProtocolError, match="more than the negotiated frame_max") as caught:
+        peer.feed(start + body_frame(100_000) + over)
+    assert caught.value.reply_code == 501
+
+
+@pytest.mark.parametrize("rest", [0, 30_000], ids=["whole", "cut by the end of the read"])
+def test_a_body_frame_larger_than_the_rest_of_its_body_is_an_unexpected_frame(rest: int) -> None:
+    peer = opened()
+    peer.open_channel()
+    start = deliver(1, 1, b"x" * 150_000, chunk=100_000)[:-50_008]  # up to its first body frame
+    larger = body_frame(60_000)  # 50,000 are left
+    with pytest.raises(RemoteProtocolError, match="larger than its header announced") as caught:
+        peer.feed(start + larger[: len(larger) - rest])
+    assert caught.value.reply_code == 505
+
+
+# A body of several frames of 20,000 bytes (copied into its buffer as each read brings them), of
+# several frames of 2,000 bytes (too small: each waits whole), and of one frame.
+SEVERAL_FRAMES = {"streamed": 20_000, "small frames": 2_000, "one frame": 0}
+
+
+@pytest.mark.parametrize("chunk", SEVERAL_FRAMES.values(), ids=SEVERAL_FRAMES.keys())
+def test_bodies_decode_the_same_at_every_cut_near_their_frame_boundaries(chunk: int) -> None:
+    """Two reads, cut at every offset within 9 bytes of a frame's start or end: a read that ends
+    just before a body frame's frame-end octet, or just after it, included."""
+    peer = opened()
+    peer.open_channel()
+    stream = (
+        deliver(1, 1, bytes(range(256)) * 400, chunk=chunk)
+        + deliver(1, 2, b"y" * 50_000, chunk=chunk)
+        + deliver(1, 3, b"z")
+    )
+    reference = outcome(copy.deepcopy(peer.connection), [stream])
+    assert [type(event) for event in reference[0]] == [Delivery, Delivery, Delivery]
+    for cut in sorted(set(near_frame_boundaries(stream))):
+        assert outcome(copy.deepcopy(peer.connection), chunked(stream, [cut])) == reference, cut
+
+
+@settings(max_examples=150, deadline=None)
+@given(cuts=st.lists(st.integers(1, 400_000), max_size=16), chunk=st.sampled_from([20_000, 4096, 4095]))
+def test_bodies_of_several_frames_decode_the_same_however_reads_cut_them(cuts: list[int], chunk: int) -> None:
+    """Reads of every size, large ones parsed in place and small ones through the receive buffer,
+    cutting body frames anywhere, across three or more reads too."""
+    peer = opened()
+    peer.open_channel()
+    stream = b"".join(
+        deliver(1, tag, bytes([tag]) * size, chunk=chunk)
+        for tag, size in enumerate([150_000, 30, 120_000, 4096], start=1)
+    )
+    reference = outcome(copy.deepcopy(peer.connection), [stream])
+    assert outcome(peer.connection, chunked(stream, cuts)) == reference
+
+
+@pytest.mark.parametrize("chunk", SEVERAL_FRAMES.values(), ids=SEVERAL_FRAMES.keys())
+def test_bad_frame_end_octet_of_a_body_frame_split_across_large_reads(chunk: int) -> None:
     peer = opened()
     peer.open_channel()
     first = deliver(1, 1, b"a" * 10)
-    message = bytearray(deliver(1, 2, b"x" * 100_000))
+    message = bytearray(deliver(1, 2, b"x" * 100_000, chunk=chunk))
     message[-1] = 0x00
-    cut = len(message) - 40_000  # both reads are parsed in place; the body frame spans them
+    cut = len(message) - 19_000  # both reads are parsed in place; the last body frame spans them
     assert len(peer.feed(first + message[:cut])) == 1
     with pytest.raises(RemoteProtocolError, match="frame-end") as caught:
         peer.feed(bytes(message[cut:]) + deliver(1, 3))

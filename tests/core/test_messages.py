@@ -141,6 +141,14 @@ def test_body_size_cap_is_refused_at_the_header() -> None:
     assert len(delivery.body) == 1000
 
 
+@pytest.mark.parametrize("chunk", [0, 400], ids=["one body frame", "several body frames"])
+def test_body_size_cap_is_refused_when_the_whole_message_is_in_one_read(chunk: int) -> None:
+    peer = consuming(max_body_size=1000)
+    with pytest.raises(RemoteProtocolError, match="max_body_size of 1000") as caught:
+        peer.feed(deliver(1, 1, b"x" * 1001, chunk=chunk))
+    assert caught.value.reply_code == 506
+
+
 def test_a_huge_announced_body_is_refused_without_allocating() -> None:
     peer = consuming()
     start = method(1, commands.Basic.Deliver("c", 1, False, "", "rk"))
