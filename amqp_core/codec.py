@@ -858,13 +858,10 @@ def _publish_parts(
         else:
             view = memoryview(body)
             head = _END_BODY_HEAD.pack(FRAME_END, _FRAME_BODY, channel, chunk)  # of every full frame
-            for start in range(0, body_size, chunk):
-                piece = view[start : start + chunk]
-                size = len(piece)
-                parts.append(
-                    head if size == chunk else _END_BODY_HEAD.pack(FRAME_END, _FRAME_BODY, channel, size)
-                )
-                parts.append(piece)
+            last = body_size - (body_size % chunk or chunk)  # where the last frame starts
+            for start in range(0, last, chunk):
+                parts += (head, view[start : start + chunk])
+            parts += (_END_BODY_HEAD.pack(FRAME_END, _FRAME_BODY, channel, body_size - last), view[last:])
     except struct.error as error:
         raise ValueError(f"cannot encode Basic.Publish: {error}") from None
     parts.append(_FRAME_END_BYTES)
