@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import struct
 
 import pytest
@@ -357,18 +358,38 @@ def test_bodies_decode_the_same_at_every_cut_near_their_frame_boundaries(chunk: 
         assert outcome(copy.deepcopy(peer.connection), chunked(stream, [cut])) == reference, cut
 
 
+def interleaved_deliveries(bodies: dict[int, bytes], chunk: int) -> bytes:
+    """A delivery on each channel, their frames taken in turn: the content of one channel is
+    contiguous on that channel only, as the spec allows."""
+    messages = []
+    for channel, body in bodies.items():
+        message = deliver(channel, 1, body, chunk=chunk)
+        starts = [*frame_starts(message), len(message)]
+        messages.append([message[a:b] for a, b in itertools.pairwise(starts)])
+    frames = []
+    for turn in range(max(map(len, messages))):
+        frames += [message[turn] for message in messages if turn < len(message)]
+    return b"".join(frames)
+
+
 @settings(max_examples=150, deadline=None)
 @given(cuts=st.lists(st.integers(1, 400_000), max_size=16), chunk=st.sampled_from([20_000, 4096, 4095]))
 def test_bodies_of_several_frames_decode_the_same_however_reads_cut_them(cuts: list[int], chunk: int) -> None:
     """Reads of every size, large ones parsed in place and small ones through the receive buffer,
-    cutting body frames anywhere, across three or more reads too."""
+    cutting body frames anywhere, across three or more reads too; the body frames of two channels
+    taking turns."""
     peer = opened()
     peer.open_channel()
+    peer.open_channel()
+    one = bytes(range(256)) * 400  # 102,400 bytes
     stream = b"".join(
         deliver(1, tag, bytes([tag]) * size, chunk=chunk)
         for tag, size in enumerate([150_000, 30, 120_000, 4096], start=1)
-    )
+    ) + interleaved_deliveries({1: one, 2: one[::-1]}, chunk)
     reference = outcome(copy.deepcopy(peer.connection), [stream])
+    bodies = [(event.channel, event.body) for event in reference[0] if isinstance(event, Delivery)]
+    assert bodies[-2:] == [(1, one), (2, one[::-1])] or bodies[-2:] == [(2, one[::-1]), (1, one)]
+    assert len(bodies) == 6
     assert outcome(peer.connection, chunked(stream, cuts)) == reference
 
 
