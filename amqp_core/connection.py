@@ -459,12 +459,14 @@ class Connection:
         ):
             # Not the next frame of a body being assembled (whose checks are those of
             # _copy_body_frames): its first frame, or one to refuse or to discard.
+            if state is not None and size == state.content_remaining:
+                return False  # a body of one frame (or the last of a larger one): handled whole
             state = self._body_channel(channel, size)
             if state is None:
                 return False
             remaining = state.content_remaining
-            if size == remaining or state.body_kept() or remaining > _BODY_BUFFER_MAX:
-                return False  # a body of one frame is copied out whole; a larger one kept in chunks
+            if state.body_kept() or remaining > _BODY_BUFFER_MAX:
+                return False  # a body over _BODY_BUFFER_MAX is kept in chunks
             buffer = state.content_buffer = _body_buffer(remaining)
         with memoryview(buf) as view:
             buffer.write(view[pos + 7 : end])
