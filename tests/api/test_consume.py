@@ -326,6 +326,21 @@ async def test_iterator(channel: aio_pika.Channel, names: Names) -> None:
     assert iterator.consumer_tag is None
 
 
+async def test_a_stream_of_large_messages_arrives_intact(channel: aio_pika.Channel, names: Names) -> None:
+    """Bodies of one and of several frames, back to back, cut wherever the socket's reads end."""
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    bodies = [bytes([n]) * 7 + bytes(range(256)) * (n * 700) for n in range(1, 13)]  # up to 2.1 MB
+    await publish(channel, queue, *bodies)
+    received = []
+    async with queue.iterator() as iterator:
+        async for message in iterator:
+            async with message.process():
+                received.append(message.body)
+            if len(received) == len(bodies):
+                break
+    assert received == bodies
+
+
 async def test_async_for_on_the_queue(channel: aio_pika.Channel, names: Names) -> None:
     """The seed's simple consumer: ``async for message in queue`` and ``with message.process()``."""
     queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
