@@ -210,6 +210,10 @@ class _Consumer:
                             await item
                     except Exception:
                         log.exception("Consumer callback %r failed", callback)
+                    # Not kept alive while this worker waits for the next message: a large body
+                    # held here until then is what makes glibc give the heap back and fault it
+                    # in again (bench/findings.md).
+                    del item
                 if self.stopped:
                     return
                 wake_up = create_future()

@@ -3,6 +3,8 @@ concurrency, and the queue iterator."""
 
 from __future__ import annotations
 
+import gc
+
 import anyio
 import pytest
 
@@ -257,6 +259,28 @@ async def test_non_blocking_coroutine_callbacks_need_few_workers(
     await wait_until(lambda: done == 300)
     consumer = next(iter(channel._consumers.values()))
     assert consumer.workers <= 4
+
+
+async def test_an_idle_consumer_keeps_no_message_alive(channel: aio_pika.Channel, names: Names) -> None:
+    """Once its callback has returned, a message (and its body, maybe megabytes) is the caller's alone:
+    the worker waiting for the next one holds no reference to it."""
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    seen: list[aio_pika.IncomingMessage] = []
+    handled = anyio.Event()
+
+    async def on_message(message: aio_pika.IncomingMessage) -> None:
+        async with message.process():
+            seen.append(message)
+        handled.set()
+
+    await queue.consume(on_message)
+    await publish(channel, queue, b"x" * 200_000)
+    with anyio.fail_after(WAIT):
+        await handled.wait()
+    # Between the callback's return and its next wait the worker does not suspend, so it is waiting
+    # for the next message by now.
+    gc.collect()
+    assert gc.get_referrers(seen[0]) == [seen]
 
 
 async def test_plain_callback_returning_a_coroutine(channel: aio_pika.Channel, names: Names) -> None:
