@@ -210,9 +210,8 @@ class _Consumer:
                             await item
                     except Exception:
                         log.exception("Consumer callback %r failed", callback)
-                    # Not kept alive while this worker waits for the next message: a large body
-                    # held here until then is what makes glibc give the heap back and fault it
-                    # in again (bench/findings.md).
+                    # Not kept alive while this worker waits for the next message, which may be
+                    # long: its body may be megabytes.
                     del item
                 if self.stopped:
                     return
