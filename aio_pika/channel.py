@@ -758,9 +758,20 @@ class Channel(AbstractChannel):
             check_timeout(timeout)
         try:
             body = message.body
-            properties = message.properties
+            encode_properties = message._encoded_properties
         except AttributeError:
-            raise TypeError(f"message must be an aio_pika.Message, not {type(message).__name__}") from None
+            # Not one of our messages: anything with a body and pamqp properties will do, as in aio-pika.
+            try:
+                body, properties = message.body, message.properties
+            except AttributeError:
+                raise TypeError(
+                    f"message must be an aio_pika.Message, not {type(message).__name__}"
+                ) from None
+        else:
+            try:
+                properties = encode_properties()
+            except (ValueError, TypeError) as error:
+                raise ValueError(f"cannot publish: {error}") from None
         connection = self._connection
         try:
             seq = connection._core.basic_publish(

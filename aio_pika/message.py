@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pamqp import commands
 
 from amqp_core import LocalProtocolError, UnknownDeliveryTag
+from amqp_core.codec import encode_property_values
 
 from .abc import (
     MILLISECONDS,
@@ -241,6 +242,15 @@ class Message(AbstractMessage):
         props.app_id = self.app_id
         props.cluster_id = ""
         return props
+
+    def _encoded_properties(self) -> bytes:
+        """What :attr:`properties` encodes to, without building it: the publish path's way."""
+        expiration = self.expiration
+        return encode_property_values(
+            self.content_type, self.content_encoding, self.headers, self.delivery_mode, self.priority,
+            self.correlation_id, self.reply_to, None if expiration is None else encode_expiration(expiration),
+            self.message_id, self.timestamp, self.type, self.user_id, self.app_id, None,
+        )  # fmt: skip
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.body)

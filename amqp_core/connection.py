@@ -835,12 +835,15 @@ class Connection:
         body: bytes,
         exchange: str = "",
         routing_key: str = "",
-        properties: commands.Basic.Properties | None = None,
+        properties: commands.Basic.Properties | bytes | None = None,
         *,
         mandatory: bool = False,
         immediate: bool = False,
     ) -> int | None:
-        """Queue a message. Returns its confirm sequence number when the channel is in confirm mode."""
+        """Queue a message. Returns its confirm sequence number when the channel is in confirm mode.
+
+        ``properties`` may also be given encoded, as :func:`codec.encode_property_values` returns them.
+        """
         state = self._channels.get(channel)
         if state is None or state.phase is not _CHANNEL_OPEN or self.state is not _OPEN:
             self._require_open()
@@ -1025,12 +1028,13 @@ class Connection:
         self._out.append(frame)
 
     def _publish_error(
-        self, properties: commands.Basic.Properties | None, error: Exception
+        self, properties: commands.Basic.Properties | bytes | None, error: Exception
     ) -> LocalProtocolError:
         """Tell a content header that cannot fit in a frame from other bad arguments (off the hot path)."""
         if self.frame_max and isinstance(error, ValueError):
             try:
-                header = 20 + len(codec.encode_properties(properties))
+                encoded = properties if isinstance(properties, bytes) else codec.encode_properties(properties)
+                header = 20 + len(encoded)
             except (ValueError, TypeError):
                 pass
             else:

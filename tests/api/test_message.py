@@ -11,6 +11,7 @@ from pamqp import commands
 
 import aio_pika
 from aio_pika import DeliveryMode
+from amqp_core import codec
 
 from .conftest import Names, expiring
 
@@ -79,6 +80,28 @@ async def test_every_property_round_trips(channel: aio_pika.Channel, names: Name
     assert isinstance(received, aio_pika.abc.AbstractIncomingMessage)
     assert received.channel is channel
     await received.ack()
+
+
+async def test_what_is_sent_is_what_the_properties_say(channel: aio_pika.Channel, names: Names) -> None:
+    """A publish encodes the message's attributes without building ``message.properties``: the broker
+    must get exactly what ``properties`` describes, for new messages and for received ones sent on."""
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    every = aio_pika.Message(
+        b"every", headers={"n": 1, "list": [1, 2]}, content_type="text/plain", content_encoding="gzip",
+        delivery_mode=2, priority=9, correlation_id="c", reply_to="r", expiration=timedelta(seconds=1.5),
+        message_id="m", timestamp=1_700_000_000, type="t", user_id="guest", app_id="a",
+    )  # fmt: skip
+    for message in (aio_pika.Message(b""), aio_pika.Message(b"x", expiration=30), every):
+        await channel.default_exchange.publish(message, routing_key=queue.name)
+        received = await queue.get(timeout=5, no_ack=True)
+        assert received is not None
+        assert codec.encode_properties(received.properties) == codec.encode_properties(message.properties)
+        if message is every:
+            # A received message published again carries the same properties.
+            await channel.default_exchange.publish(received, routing_key=queue.name)
+            again = await queue.get(timeout=5, no_ack=True)
+            assert again is not None
+            assert codec.encode_properties(again.properties) == codec.encode_properties(every.properties)
 
 
 async def test_expiration_and_timestamp_conversions(channel: aio_pika.Channel, names: Names) -> None:

@@ -174,6 +174,35 @@ async def test_publish_to_exchange_and_internal_exchange(channel: aio_pika.Chann
         await exchange.publish(b"not a message", routing_key="a.b")  # type: ignore[arg-type]
 
 
+async def test_properties_that_cannot_be_sent(channel: aio_pika.Channel, names: Names) -> None:
+    """The caller's error, raised before anything is sent: the channel carries on."""
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    publish = channel.default_exchange.publish
+    with pytest.raises(ValueError, match="cannot publish: message_id is 256 bytes"):
+        await publish(aio_pika.Message(b"x", message_id="m" * 256), routing_key=queue.name)
+    with pytest.raises(ValueError, match="cannot publish: cannot encode object in a field table"):
+        await publish(aio_pika.Message(b"x", headers={"x": object()}), routing_key=queue.name)
+    with pytest.raises(ValueError, match="more than the negotiated frame_max"):
+        await publish(aio_pika.Message(b"x", headers={"big": "x" * 200_000}), routing_key=queue.name)
+    await publish(aio_pika.Message(b"fine"), routing_key=queue.name)
+    message = await queue.get(timeout=5, no_ack=True)
+    assert message is not None and message.body == b"fine"
+
+
+async def test_any_message_with_a_body_and_pamqp_properties(channel: aio_pika.Channel, names: Names) -> None:
+    """As aio-pika takes it: an object of the caller's own with ``body`` and ``properties``."""
+
+    class Plain:
+        body = b"plain"
+        properties = commands.Basic.Properties(message_id="p", priority=3)
+
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    await channel.default_exchange.publish(Plain(), routing_key=queue.name)  # type: ignore[arg-type]
+    message = await queue.get(timeout=5, no_ack=True)
+    assert message is not None
+    assert (message.body, message.message_id, message.priority) == (b"plain", "p", 3)
+
+
 async def test_many_concurrent_confirmed_publishes(channel: aio_pika.Channel, names: Names) -> None:
     """500 publishers on one channel at once: nobody waits for anybody else's confirm."""
     queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())

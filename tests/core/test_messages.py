@@ -21,6 +21,7 @@ from amqp_core import (
     Returned,
     StaleDelivery,
     UnknownDeliveryTag,
+    codec,
 )
 
 from .peer import Peer, content, decode_all, deliver, method, opened
@@ -650,6 +651,22 @@ def test_publish_with_a_header_value_that_cannot_be_encoded() -> None:
         peer.connection.basic_publish(1, b"x", properties=commands.Basic.Properties(headers={"n": 2**70}))
     assert not isinstance(caught.value, FrameTooLarge)
     assert peer.connection.data_to_send(0.0) == b""
+
+
+def test_publish_with_properties_already_encoded() -> None:
+    """The same frames as from a ``Basic.Properties``, and the same check against ``frame_max``."""
+    properties = commands.Basic.Properties(content_type="text/plain", headers={"n": 1}, priority=4)
+    peer = consuming()
+    connection = peer.connection
+    for body in (b"", b"x" * 100, b"y" * 300_000):
+        connection.basic_publish(1, body, "", "q", properties)
+        expected = connection.data_to_send(0.0)
+        connection.basic_publish(1, body, "", "q", codec.encode_properties(properties))
+        assert connection.data_to_send(0.0) == expected
+    too_large = codec.encode_properties(commands.Basic.Properties(headers={"k": "v" * 200_000}))
+    with pytest.raises(FrameTooLarge, match="content header of 200033 bytes"):
+        connection.basic_publish(1, b"x", "", "q", too_large)
+    assert connection.data_to_send(0.0) == b""
 
 
 def test_method_replies_compare_by_value() -> None:
