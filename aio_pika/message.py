@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pamqp import commands
 
 from amqp_core import LocalProtocolError, UnknownDeliveryTag
-from amqp_core.codec import encode_property_values
+from amqp_core.codec import encode_properties, encode_property_values
 
 from .abc import (
     MILLISECONDS,
@@ -180,6 +180,9 @@ class Message(AbstractMessage):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if cls.properties is not Message.properties and "_encoded_properties" not in cls.__dict__:
+            # A subclass that says its properties itself is published as it says them.
+            cls._encoded_properties = _encode_own_properties  # type: ignore[assignment]
         if not issubclass(cls, _Locked):
             _add_locked_twin(cls)
 
@@ -295,6 +298,10 @@ class _Locked:
         # Unpickling restores the attributes past __setattr__.
         for key, value in state[1].items():
             _set(self, key, value)
+
+
+def _encode_own_properties(message: Message) -> bytes:
+    return encode_properties(message.properties)
 
 
 def _add_locked_twin(cls: Any) -> None:

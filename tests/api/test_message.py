@@ -104,6 +104,23 @@ async def test_what_is_sent_is_what_the_properties_say(channel: aio_pika.Channel
             assert codec.encode_properties(again.properties) == codec.encode_properties(every.properties)
 
 
+async def test_a_subclass_that_says_its_own_properties(channel: aio_pika.Channel, names: Names) -> None:
+    """A ``Message`` subclass overriding ``properties`` is published with what it returns."""
+
+    class Stamped(aio_pika.Message):
+        @property
+        def properties(self) -> commands.Basic.Properties:
+            properties = super().properties
+            properties.app_id = "stamped"
+            return properties
+
+    queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
+    await channel.default_exchange.publish(Stamped(b"x", message_id="m"), routing_key=queue.name)
+    received = await queue.get(timeout=5, no_ack=True)
+    assert received is not None
+    assert (received.app_id, received.message_id) == ("stamped", "m")
+
+
 async def test_expiration_and_timestamp_conversions(channel: aio_pika.Channel, names: Names) -> None:
     queue = await channel.declare_queue(names.queue(), exclusive=True, arguments=expiring())
     for expiration, expected in ((timedelta(seconds=30), 30.0), (2.5, 2.5), (None, None)):
