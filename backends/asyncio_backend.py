@@ -33,6 +33,9 @@ _WRITE_SLICE = 256 * 1024
 # calls cost 11-30 % more CPU. (Batches of 4 MiB made streams of 1 MiB messages slower.)
 _WRITEV_PIECES = 256
 _WRITEV_BYTES = 2 * 1024 * 1024
+# A batch of at most this many pieces (a 1 MiB message is 19, a 64 KiB one 3) is first offered whole
+# to one writev(): where each piece ends is counted only if the socket takes part of it.
+_FEW_PIECES = 32
 # Read sizes. asyncio's socket transports recv() into a new bytes object of `max_size` (256 KiB by
 # default) and shrink it to what arrived. glibc serves an allocation that large with mmap unless the
 # top of its heap has room, so on a quiet connection every read of a few hundred bytes can cost mmap,
@@ -109,6 +112,7 @@ class _AsyncioStream(Stream, asyncio.Protocol):
         if self._paused or self._transport.is_closing():
             return
         pending = self._pending
+        full = False  # a writev() here found the socket full: the transport takes the next piece
         if not pending:
             self._wanted = False
             data = self._protocol.data_to_send()
@@ -121,9 +125,24 @@ class _AsyncioStream(Stream, asyncio.Protocol):
             elif len(data) == 1 and len(data[0]) <= _WRITE_SLICE:
                 self._transport.write(data[0])
                 return
+            elif not data:
+                return
+            sent = 0
+            if len(data) <= _FEW_PIECES and self._fd >= 0 and not self._transport.get_write_buffer_size():
+                # A message or two with large bodies, which the socket most often takes whole: one
+                # writev(), without the batch's bookkeeping below unless it took only part.
+                try:
+                    sent = os.writev(self._fd, data)
+                except OSError:
+                    sent = 0  # full, or broken: the transport's write below buffers it or reports it
+                if sent == sum(map(len, data)):
+                    return
+                full = True
             pending += data
             self._ends = list(accumulate(map(len, data)))
             self._written = 0
+            if sent:
+                self._advance(sent, len(data))
         # A large batch goes out a slice at a time, the next one only while the transport is not
         # paused: before Python 3.12 the transport keeps unsent bytes in one bytearray and moves the
         # whole rest of it after every send(), which is quadratic in the size of the backlog. Pieces
@@ -133,7 +152,7 @@ class _AsyncioStream(Stream, asyncio.Protocol):
         transport = self._transport
         while pending and not self._paused and not transport.is_closing():
             written = self._written  # where pending[0] starts
-            if self._fd >= 0 and not transport.get_write_buffer_size():
+            if not full and self._fd >= 0 and not transport.get_write_buffer_size():
                 # Nothing is buffered in the transport, so the socket is ours to write to: up to
                 # _WRITEV_BYTES of pieces in one writev() (the transport takes one buffer per
                 # system call, so a large message would cost two: its frames' heads, then its body).
@@ -142,17 +161,10 @@ class _AsyncioStream(Stream, asyncio.Protocol):
                     sent = os.writev(self._fd, pending if count == len(pending) else pending[:count])
                 except OSError:
                     sent = 0  # full, or broken: the transport's write below buffers it or reports it
-                self._written = written = written + sent
-                whole = bisect_right(ends, written, 0, count)  # the pieces it took in full
-                piece_start = ends[whole - 1] if whole else written - sent  # of the next one
-                del pending[:whole], ends[:whole]
-                if whole == count:
+                if self._advance(sent, count):
                     continue
-                if written > piece_start:  # it stopped inside pending[0]
-                    piece = pending[0]
-                    pending[0] = (piece if type(piece) is memoryview else memoryview(piece))[
-                        written - piece_start :
-                    ]
+                written = self._written
+            full = False
             # The socket is full (or this is TLS): the transport buffers the next piece and tells
             # us to pause; resume_writing goes on once its buffer is empty.
             piece = pending[0]
@@ -169,6 +181,20 @@ class _AsyncioStream(Stream, asyncio.Protocol):
             return  # resume_writing goes on with it
         if self._wanted:
             self.wake_writer()  # more was queued while the batch went out
+
+    def _advance(self, sent: int, count: int) -> bool:
+        """Drop what a writev() of the first ``count`` pending pieces sent; True if it sent them all."""
+        pending, ends = self._pending, self._ends
+        self._written = written = self._written + sent
+        whole = bisect_right(ends, written, 0, count)  # the pieces it took in full
+        piece_start = ends[whole - 1] if whole else written - sent  # of the next one
+        del pending[:whole], ends[:whole]
+        if whole == count:
+            return True
+        if written > piece_start:  # it stopped inside pending[0]
+            piece = pending[0]
+            pending[0] = (piece if type(piece) is memoryview else memoryview(piece))[written - piece_start :]
+        return False
 
     def close(self) -> None:
         if self._transport.is_closing():

@@ -220,6 +220,88 @@ async def test_a_piece_larger_than_the_socket_buffer_arrives_whole(
     await send_through_a_slow_reader(make_backend, [[b"head", body, b"\xce"], [body[7:]]])
 
 
+def test_a_message_that_finds_the_socket_full_arrives_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The asyncio backend writes a few pieces with one writev(); when the socket takes none of
+    them (EAGAIN) or part of them, the rest goes through the transport, in order."""
+    import asyncio
+    import os
+
+    from backends import AsyncioBackend
+
+    real_writev = os.writev
+    # What the writev() calls find: the first batch's first (EAGAIN), the second batch's first
+    # (room for a few bytes); the rest, room for everything.
+    outcomes = ["full", "room", "part"]
+
+    def writev(fd: int, buffers: list[bytes | memoryview]) -> int:
+        outcome = outcomes.pop(0) if outcomes else "room"
+        if outcome == "full":
+            raise BlockingIOError
+        if outcome == "part":
+            return real_writev(fd, [memoryview(buffers[0])[:5]])
+        return real_writev(fd, buffers)
+
+    monkeypatch.setattr(os, "writev", writev)
+    body = bytes(range(251)) * 400
+    batches: list[list[bytes | memoryview]] = [
+        [b"first head", memoryview(body)[3:], b"end"],
+        [b"second head", body, b"end"],
+        [b"third head", body[::-1], b"end"],
+    ]
+    expected = b"".join(b"".join(pieces) for pieces in batches)
+
+    async def main() -> None:
+        producer = PieceProducer(batches)
+        with listener() as server:
+            async with AsyncioBackend() as backend:
+                stream = await backend.connect_tcp("127.0.0.1", server.getsockname()[1], producer)
+                with accept(server) as peer:
+                    received = bytearray()
+                    async with asyncio.timeout(10):
+                        while len(received) < len(expected):
+                            if producer.batches:
+                                stream.wake_writer()
+                            await asyncio.sleep(0.001)
+                            received += await recv(peer)
+                    assert received == expected
+                    assert not outcomes, "each batch went through writev()"
+                    stream.abort()
+
+    asyncio.run(main())
+
+
+def test_a_wake_with_nothing_to_send_makes_no_system_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    import os
+
+    from backends import AsyncioBackend
+
+    calls: list[int] = []
+    real_writev = os.writev
+
+    def writev(fd: int, buffers: list[bytes | memoryview]) -> int:
+        calls.append(len(buffers))
+        return real_writev(fd, buffers)
+
+    monkeypatch.setattr(os, "writev", writev)
+
+    async def main() -> None:
+        producer = PieceProducer([[b"head", bytes(70_000), b"end"]])
+        with listener() as server:
+            async with AsyncioBackend() as backend:
+                stream = await backend.connect_tcp("127.0.0.1", server.getsockname()[1], producer)
+                with accept(server) as peer:
+                    for _ in range(3):  # the first pull has the batch, the others nothing
+                        stream.wake_writer()
+                        await asyncio.sleep(0.001)
+                    assert len(await recv_exactly(peer, 70_007)) == 70_007
+                    assert producer.pulls == 3
+                    assert calls == [3]
+                    stream.abort()
+
+    asyncio.run(main())
+
+
 async def send_through_a_slow_reader(
     make_backend: Callable[[], Backend], batches: list[list[bytes | memoryview]]
 ) -> None:
