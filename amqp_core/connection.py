@@ -76,7 +76,13 @@ DEFAULT_MAX_BODY_SIZE = 128 * 1024 * 1024  # RabbitMQ's own default max_message_
 _FRAME_TYPES = frozenset({FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT})
 _FRAME_HEADER = struct.Struct(">BHI")
 _METHOD_INDEX = struct.Struct(">I")
-_BODY_SIZE = struct.Struct(">Q")  # in a content header: after class-id and weight
+# After a method frame's payload: its frame-end octet, then a content-header frame's head (type,
+# channel, payload size) and the fixed part of its payload (class-id, weight, body size, first
+# property-flags word).
+_AFTER_METHOD = struct.Struct(">BBHIHHQH")
+_PROPERTIES_AFTER_METHOD = _AFTER_METHOD.size  # where a content header's property list starts
+# After a content header's payload: its frame-end octet, then a body frame's head.
+_AFTER_HEADER = struct.Struct(">BBHI")
 # Bodies of several frames up to this size are assembled in a buffer allocated at their full size
 # when their first frame arrives (so a peer can make the client allocate this much for one frame).
 _BODY_BUFFER_MAX = 4 * 1024 * 1024
@@ -1077,48 +1083,50 @@ class Connection:
             or state.phase is not _CHANNEL_OPEN
             or state.content_kind
             or self.state is not _OPEN
-            or buf[method_end] != codec.FRAME_END
+            or end - method_end < _PROPERTIES_AFTER_METHOD
         ):
             return 0
-        header_pos = method_end + 1
-        if end - header_pos < 7:
-            return 0
-        frame_type, header_channel, size = _FRAME_HEADER.unpack_from(buf, header_pos)
-        header_end = header_pos + 7 + size
+        # The method's frame end, the header frame's head and its payload's fixed part, in one read.
+        method_frame_end, frame_type, header_channel, size, _class_id, _weight, body_size, flags = (
+            _AFTER_METHOD.unpack_from(buf, method_end)
+        )
+        header_end = method_end + 8 + size
         if (
-            frame_type != FRAME_HEADER
+            method_frame_end != codec.FRAME_END
+            or frame_type != FRAME_HEADER
             or header_channel != channel
             or size > self._max_payload
+            or size < 14
+            or flags & 1  # a further property-flags word: the frame path reads those
             or header_end >= end
-            or buf[header_end] != codec.FRAME_END
         ):
-            return 0
-        if size < 14:
             return 0
         # The body frame is checked before anything is decoded: a message split across reads (the
         # common case with large bodies) costs no decoding here that the frame path would repeat.
-        body_size: int = _BODY_SIZE.unpack_from(buf, header_pos + 11)[0]
         after: int = header_end + 1
         body_end = 0
         if body_size:
             if body_size > self._max_payload or body_size > self.max_body_size or end - after < 7:
                 return 0  # a body of several frames or one to refuse, or its frame not in this read
-            frame_type, body_channel, size = _FRAME_HEADER.unpack_from(buf, after)
+            header_frame_end, frame_type, body_channel, size = _AFTER_HEADER.unpack_from(buf, header_end)
             body_end = after + 7 + size
             if (
-                frame_type != FRAME_BODY
+                header_frame_end != codec.FRAME_END
+                or frame_type != FRAME_BODY
                 or body_channel != channel
                 or size != body_size
                 or body_end >= end
                 or buf[body_end] != codec.FRAME_END
             ):
                 return 0
+        elif buf[header_end] != codec.FRAME_END:
+            return 0
         try:
             consumer_tag, delivery_tag, redelivered, exchange, routing_key = codec.decode_deliver(
                 buf, pos + 11, method_end
             )
-            _class_id, _body_size, properties = codec.decode_content_header(
-                buf, header_pos + 7, header_end, self.max_table_depth
+            properties = codec.decode_properties(
+                buf, method_end + _PROPERTIES_AFTER_METHOD, header_end, flags, self.max_table_depth
             )
         except codec.DecodeError:
             return 0

@@ -66,6 +66,21 @@ def test_delivery_with_every_property() -> None:
     assert delivery == Delivery(1, 1, "ctag", 7, True, "x", "rk", PROPERTIES, b'{"a": 1}')
 
 
+def test_delivery_with_a_second_property_flags_word() -> None:
+    # The spec chains flags words by their low bit; RabbitMQ never sends a second one, so the whole
+    # delivery read at once leaves its usual path for the frame-by-frame one, with the same result.
+    peer = consuming()
+    properties = commands.Basic.Properties(content_type="text/plain", message_id="m-2")
+    encoded = codec.encode_properties(properties)
+    flags = struct.unpack(">H", encoded[:2])[0] | 1
+    payload = struct.pack(">HHQHH", 60, 0, 2, flags, 0) + encoded[2:]
+    header = struct.pack(">BHI", 2, 1, len(payload)) + payload + b"\xce"
+    body = struct.pack(">BHI", 3, 1, 2) + b"ok\xce"
+    start = method(1, commands.Basic.Deliver("ctag", 3, False, "", "rk"))
+    (delivery,) = peer.feed(start + header + body)
+    assert delivery == Delivery(1, 1, "ctag", 3, False, "", "rk", properties, b"ok")
+
+
 def test_multi_frame_bodies() -> None:
     peer = consuming(frame_max=4096)
     body = bytes(range(256)) * 100  # 25600 bytes: seven body frames
