@@ -399,6 +399,8 @@ def decode_properties(
         props = object.__new__(_Properties)
         if flags & 0x8000:
             start = pos + 1
+            if start > end:
+                raise _truncated("content_type")
             pos = start + buf[pos]
             if pos > end:
                 raise _truncated("content_type")
@@ -429,6 +431,8 @@ def decode_properties(
             props.priority = None
         if flags & 0x0400:
             start = pos + 1
+            if start > end:
+                raise _truncated("correlation_id")
             pos = start + buf[pos]
             if pos > end:
                 raise _truncated("correlation_id")
@@ -437,6 +441,8 @@ def decode_properties(
             props.correlation_id = None
         if flags & 0x0200:
             start = pos + 1
+            if start > end:
+                raise _truncated("reply_to")
             pos = start + buf[pos]
             if pos > end:
                 raise _truncated("reply_to")
@@ -449,6 +455,8 @@ def decode_properties(
             props.expiration = None
         if flags & 0x0080:
             start = pos + 1
+            if start > end:
+                raise _truncated("message_id")
             pos = start + buf[pos]
             if pos > end:
                 raise _truncated("message_id")
