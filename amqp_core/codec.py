@@ -395,7 +395,7 @@ def decode_properties(
         # Skip Properties.__init__ and its validation: the peer's values are taken as they come, as
         # pamqp's unmarshal does, and every slot is written below. The strings most messages carry
         # (content_type, correlation_id, reply_to, message_id) are read inline rather than by
-        # _shortstr: a call per string cost a delivery about 4 % of its decoding.
+        # _shortstr: for a message with two of them, the two calls were 4 % of its decoding.
         props = object.__new__(_Properties)
         if flags & 0x8000:
             start = pos + 1
