@@ -131,10 +131,7 @@ class _AsyncioStream(Stream, asyncio.Protocol):
             if len(data) <= _FEW_PIECES and self._fd >= 0 and not self._transport.get_write_buffer_size():
                 # A message or two with large bodies, which the socket most often takes whole: one
                 # writev(), without the batch's bookkeeping below unless it took only part.
-                try:
-                    sent = os.writev(self._fd, data)
-                except OSError:
-                    sent = 0  # full, or broken: the transport's write below buffers it or reports it
+                sent = _writev(self._fd, data)
                 if sent == sum(map(len, data)):
                     return
                 full = True
@@ -157,10 +154,7 @@ class _AsyncioStream(Stream, asyncio.Protocol):
                 # _WRITEV_BYTES of pieces in one writev() (the transport takes one buffer per
                 # system call, so a large message would cost two: its frames' heads, then its body).
                 count = min(bisect_left(ends, written + _WRITEV_BYTES) + 1, len(ends), _WRITEV_PIECES)
-                try:
-                    sent = os.writev(self._fd, pending if count == len(pending) else pending[:count])
-                except OSError:
-                    sent = 0  # full, or broken: the transport's write below buffers it or reports it
+                sent = _writev(self._fd, pending if count == len(pending) else pending[:count])
                 if self._advance(sent, count):
                     continue
                 written = self._written
@@ -268,6 +262,15 @@ class _AsyncioStream(Stream, asyncio.Protocol):
             self._protocol.connection_lost(exc)
         finally:
             self.lost.set_result(None)
+
+
+def _writev(fd: int, pieces: list[bytes | memoryview]) -> int:
+    """What one writev() of ``pieces`` sent: 0 when the socket is full, or broken (the transport's
+    write, which the caller falls back on, then buffers the data or reports the error)."""
+    try:
+        return os.writev(fd, pieces)
+    except OSError:
+        return 0
 
 
 def _wake(futures: list[asyncio.Future[None]]) -> None:
