@@ -119,19 +119,20 @@ class ChannelState:
         self._unacked.add(delivery_tag)
         self._unacked_order.append(delivery_tag)
 
-    def settle(self, delivery_tag: int, multiple: bool) -> None:
-        """Check and record an ack/nack/reject the caller is about to send."""
+    def settle(self, delivery_tag: int, multiple: bool) -> bool:
+        """Check and record an ack/nack/reject the caller is about to send; returns whether no delivery
+        up to ``delivery_tag`` is left unsettled (then a ``multiple`` ack of it settles nothing more)."""
         unacked, order = self._unacked, self._unacked_order
         if multiple:
             if delivery_tag == 0:  # "everything outstanding", as the spec defines it
                 unacked.clear()
                 order.clear()
-                return
+                return True
             if delivery_tag not in unacked:
                 raise UnknownDeliveryTag(self._unknown_tag_message(delivery_tag))
             while order and order[0] <= delivery_tag:
                 unacked.discard(order.popleft())
-            return
+            return True
         try:
             unacked.remove(delivery_tag)
         except KeyError:
@@ -139,10 +140,6 @@ class ChannelState:
         # Drop already-settled tags from the front so the order queue stays as small as the set.
         while order and order[0] not in unacked:
             order.popleft()
-
-    def settled_through(self, delivery_tag: int) -> bool:
-        """Whether no delivery up to ``delivery_tag`` is left unsettled."""
-        order = self._unacked_order
         return not order or order[0] > delivery_tag
 
     def forget_deliveries(self) -> None:

@@ -919,8 +919,7 @@ class Connection:
         ack of the highest: the broker settles exactly the same deliveries, with one frame to handle
         instead of one per message (a consumer acking each message in a batch sends one frame).
         """
-        state = self._settlement_channel(channel, incarnation)
-        state.settle(delivery_tag, multiple)
+        settled = self._settlement_channel(channel, incarnation).settle(delivery_tag, multiple)
         out = self._out
         prefix = self._prefix_ack
         if not delivery_tag:  # multiple with tag 0: every outstanding delivery, whatever its tag
@@ -929,7 +928,6 @@ class Connection:
             return
         # Everything up to the tag settled, and the previous frame is this channel's ack of such a prefix
         # (of a lower tag: settle() refused anything at or below it): one multiple ack covers both.
-        settled = state.settled_through(delivery_tag)
         if settled and prefix is not None and out and out[-1] is prefix[0] and prefix[1] == channel:
             frame = out[-1] = codec.encode_ack(channel, delivery_tag, True)
         else:
