@@ -7,7 +7,8 @@ the core reported it:
   mirroring the core's outstanding-reply FIFO. A caller that gave up (cancelled or timed out) marks its slot
   abandoned but leaves it in place, so the late reply is still consumed and dropped: the FIFO never
   desynchronises;
-* publisher confirms settle the futures in ``_confirms`` (sequence number → future) they cover;
+* publisher confirms settle the futures in ``_confirms`` (sequence number → future) they cover, or call
+  the :class:`_SettledCallback` that stands in for a future where the publisher asked for a callback;
 * deliveries go to their consumer: a plain callback is called inline, a coroutine callback is queued for the
   consumer's small pool of worker tasks (no task per message).
 """
@@ -91,6 +92,34 @@ class _Slot:
         if self.replied and self.on_late is not None:
             on_late, self.on_late = self.on_late, None
             on_late(self.reply)
+
+
+class _SettledCallback:
+    """Stands in for a publisher's future in ``Channel._confirms``: what settles the publish (its confirm,
+    a nack, a return with ``on_return_raises``, the channel closing) calls ``callback`` with ``None`` or
+    the error, at once, where a future would wake its task one loop iteration later."""
+
+    __slots__ = ("_callback", "_settled")
+
+    def __init__(self, callback: Callable[[BaseException | None], None]) -> None:
+        self._callback = callback
+        self._settled = False
+
+    def done(self) -> bool:
+        return self._settled
+
+    def set_result(self, _result: Any) -> None:
+        self._call(None)
+
+    def set_exception(self, error: BaseException) -> None:
+        self._call(error)
+
+    def _call(self, error: BaseException | None) -> None:
+        self._settled = True
+        try:
+            self._callback(error)
+        except Exception:  # it runs inside the received data's processing, which must go on
+            log.exception("Publish callback %r failed", self._callback)
 
 
 class _Consumer:
@@ -287,7 +316,7 @@ class Channel(AbstractChannel):
         self.close_callbacks = CallbackCollection(self)
         self.return_callbacks = CallbackCollection(self)
         self._rpc: deque[_Slot] = deque()
-        self._confirms: dict[int, Future[Any]] = {}
+        self._confirms: dict[int, Future[Any] | _SettledCallback] = {}
         self._consumers: dict[str, _Consumer] = {}
         self._open_slot: _Slot | None = None
         self._overtakable: tuple[_Slot, Event] | None = None
@@ -749,7 +778,9 @@ class Channel(AbstractChannel):
         mandatory: bool,
         immediate: bool,
         timeout: TimeoutType,
+        on_settled: Callable[[BaseException | None], None] | None = None,
     ) -> Any:
+        # on_settled: see Exchange._publish_settled.
         if self._state is not _OPEN:
             raise self._invalid_state()
         if type(routing_key) is not str:
@@ -783,12 +814,17 @@ class Channel(AbstractChannel):
         connection._wake()
         connection._unflushed += len(body)
         if seq is None:
+            if on_settled is not None:
+                on_settled(None)
             if connection._unflushed <= connection.WRITE_BUFFER_LIMIT:
                 return DONE
             flushed = connection._flush_waiter()
             return Deferred(lambda: self._wait_flushed(flushed, timeout))  # no warning if never awaited
         # A confirm comes only once the backend has taken the message, and everything queued before
         # it: awaiting it holds the publisher back as waiting for the write buffer to drain would.
+        if on_settled is not None:
+            self._confirms[seq] = _SettledCallback(on_settled)
+            return DONE
         future = connection._backend.create_future()
         self._confirms[seq] = future
         if timeout is None:

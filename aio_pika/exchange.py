@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pamqp import commands
@@ -132,6 +133,25 @@ class Exchange(AbstractExchange):
         if self.internal:
             raise ValueError(f"Can not publish to internal exchange: {self.name!r}!")
         return self.channel._publish(self.name, routing_key, message, mandatory, immediate, timeout)
+
+    def _publish_settled(
+        self,
+        message: AbstractMessage,
+        routing_key: str,
+        mandatory: bool,
+        on_settled: Callable[[BaseException | None], None],
+    ) -> Any:
+        """Publish ``message`` and call ``on_settled(error)`` once it is settled, instead of returning a
+        future: with ``None`` on the broker's confirm (at once without publisher confirms), with the error
+        on a nack (:class:`~aio_pika.exceptions.DeliveryError`), on a return with ``on_return_raises``,
+        or when the channel closes first. The callback runs while the received data is processed, so a
+        caller that has something else to wait for (the RPC's result) is not woken for the confirm.
+
+        Returns an awaitable: the wait for the write buffer without confirms, as :meth:`publish`.
+        """
+        if self.internal:
+            raise ValueError(f"Can not publish to internal exchange: {self.name!r}!")
+        return self.channel._publish(self.name, routing_key, message, mandatory, False, None, on_settled)
 
     async def delete(
         self, if_unused: bool = False, timeout: TimeoutType = None

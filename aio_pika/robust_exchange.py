@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pamqp import commands
@@ -123,24 +124,35 @@ class RobustExchange(Exchange, AbstractRobustExchange):
             return channel._publish(self.name, routing_key, message, mandatory, immediate, timeout)
         if self.internal:
             raise ValueError(f"Can not publish to internal exchange: {self.name!r}!")
-        return self._publish_when_ready(message, routing_key, mandatory, immediate, timeout)
+        return self._when_ready(
+            lambda: Exchange.publish(
+                self, message, routing_key, mandatory=mandatory, immediate=immediate, timeout=None
+            ),
+            timeout,
+        )
 
-    async def _publish_when_ready(
+    def _publish_settled(
         self,
         message: AbstractMessage,
         routing_key: str,
         mandatory: bool,
-        immediate: bool,
-        timeout: TimeoutType,
+        on_settled: Callable[[BaseException | None], None],
     ) -> Any:
+        """As :meth:`Exchange._publish_settled`; while the channel is being restored, wait for it first."""
+        if self.channel._restored:
+            return Exchange._publish_settled(self, message, routing_key, mandatory, on_settled)
+        return self._when_ready(
+            lambda: Exchange._publish_settled(self, message, routing_key, mandatory, on_settled), None
+        )
+
+    async def _when_ready(self, publish: Callable[[], Any], timeout: TimeoutType) -> Any:
+        """Wait for the channel to be restored (``timeout`` covers the wait too), then publish."""
         channel = self.channel
         backend = channel.connection.backend
         assert backend is not None
         with backend.timeout(timeout):
             await channel.ready()
-            return await Exchange.publish(
-                self, message, routing_key, mandatory=mandatory, immediate=immediate, timeout=None
-            )
+            return await publish()
 
     # ---- restoring (called by the channel; bypasses the readiness wait) --------------------------------
 

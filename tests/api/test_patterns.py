@@ -152,6 +152,68 @@ async def test_rpc_unknown_method(connection: aio_pika.Connection, names: Names)
         await rpc.close()
 
 
+@pytest.mark.parametrize("confirms", [True, False], ids=["confirms", "no-confirms"])
+async def test_rpc_callee_acks_each_call(
+    connection: aio_pika.Connection, names: Names, confirms: bool
+) -> None:
+    """With prefetch 1 the broker sends the callee its next call only once the last one is acked: the
+    callee acks each call (once its reply is confirmed, or at once on a channel without confirms)."""
+    with anyio.fail_after(LIMIT):
+        callee_channel = await connection.channel(publisher_confirms=confirms)
+        await callee_channel.set_qos(prefetch_count=1)
+        callee = await rpc_class(names).create(callee_channel)
+        method = names.queue("square")
+        await callee.register(method, lambda *, x: x * x, auto_delete=True)
+        caller = await type(callee).create(await connection.channel())
+        assert [await caller.call(method, {"x": x}) for x in range(5)] == [0, 1, 4, 9, 16]
+        assert await queue_depth(callee_channel, method) == 0
+
+
+async def test_rpc_call_the_broker_refuses(channel: aio_pika.Channel, names: Names) -> None:
+    """A call the broker nacks (its queue is full) raises DeliveryError, as a nacked publish does."""
+    with anyio.fail_after(LIMIT):
+        rpc = await rpc_class(names).create(channel)
+        method = names.queue("full")
+
+        async def never_runs() -> None:
+            raise AssertionError("the call was refused: it must not run")
+
+        full = expiring({"x-max-length": 0, "x-overflow": "reject-publish"})
+        await rpc.register(method, never_runs, arguments=full)
+        await rpc.unregister(never_runs)
+        with pytest.raises(exceptions.DeliveryError):
+            await rpc.call(method)
+        assert rpc.futures == {}
+        await rpc.close()
+
+
+async def test_rpc_reply_the_broker_refuses_rejects_the_call(
+    connection: aio_pika.Connection, names: Names, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reply the broker nacks (the caller's result queue is full): the callee rejects the call without
+    requeueing it, so it runs once, and the caller times out."""
+    runs = 0
+
+    def count() -> int:
+        nonlocal runs
+        runs += 1
+        return runs
+
+    with anyio.fail_after(LIMIT):
+        callee_channel = await connection.channel()
+        callee = await rpc_class(names).create(callee_channel)
+        method = names.queue("count")
+        await callee.register(method, count, auto_delete=True)
+        full = expiring({"x-max-length": 0, "x-overflow": "reject-publish"})
+        caller = await type(callee).create(await connection.channel(), arguments=full)
+        with pytest.raises(TimeoutError):
+            await caller.call(method, timeout=1)
+        assert runs == 1
+        assert await queue_depth(callee_channel, method) == 0
+        assert "Failed to send reply" in caplog.text
+        assert caller.futures == {}
+
+
 async def test_rpc_expired_call_raises_timeout(channel: aio_pika.Channel, names: Names) -> None:
     """A call nobody takes within ``expiration`` is dead-lettered back to the caller: TimeoutError."""
     with anyio.fail_after(LIMIT):

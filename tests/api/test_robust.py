@@ -558,6 +558,8 @@ async def test_patterns_survive_reconnection(
                 await in_thread(private_node.close_all_connections)
             assert len(outcome) == 1 and isinstance(outcome[0], exceptions.AMQPConnectionError)
             release.set()
+            # Made while the channels are being restored: the call waits for them, then goes through.
+            assert await caller.call(method, {"x": 4}) == 8
             await reconnects.wait(1)
             assert caller.result_queue.name == result_queue
             assert await caller.call(method, {"x": 5}) == 10
