@@ -286,8 +286,8 @@ class _Consumer:
 class Channel(AbstractChannel):
     """An AMQP channel. ``await connection.channel()`` opens it; ``async with`` closes it on exit."""
 
-    QUEUE_CLASS: type[Queue] = Queue  # type: ignore[assignment]
-    EXCHANGE_CLASS: type[Exchange] = Exchange  # type: ignore[assignment]
+    QUEUE_CLASS: type[Queue] = Queue
+    EXCHANGE_CLASS: type[Exchange] = Exchange
 
     #: How many messages a coroutine consumer callback processes concurrently when the channel has no
     #: ``prefetch_count`` (with one, that is the limit).
@@ -705,7 +705,7 @@ class Channel(AbstractChannel):
                 raise TypeError(f"{name} must be an int, not {type(value).__name__}")
             if not 0 <= value <= high:
                 raise ValueError(f"{name} must be from 0 to {high}, not {value}")
-        result = await self._call(
+        result: commands.Basic.QosOk = await self._call(
             lambda core, number: core.basic_qos(
                 number, prefetch_size=prefetch_size, prefetch_count=prefetch_count, global_=global_
             ),
@@ -732,12 +732,13 @@ class Channel(AbstractChannel):
                 )
             )
             return None
-        return await self._call(
+        result: commands.Queue.DeleteOk | None = await self._call(
             lambda core, number: core.queue_delete(
                 number, queue_name, if_unused=if_unused, if_empty=if_empty
             ),
             timeout,
         )
+        return result
 
     async def exchange_delete(
         self, exchange_name: str, timeout: TimeoutType = None, if_unused: bool = False, nowait: bool = False
@@ -750,9 +751,10 @@ class Channel(AbstractChannel):
                 )
             )
             return None
-        return await self._call(
+        result: commands.Exchange.DeleteOk | None = await self._call(
             lambda core, number: core.exchange_delete(number, exchange_name, if_unused=if_unused), timeout
         )
+        return result
 
     def transaction(self) -> Transaction:
         """A transaction (``async with channel.transaction():``); needs ``publisher_confirms=False``."""
@@ -762,7 +764,10 @@ class Channel(AbstractChannel):
 
     async def flow(self, active: bool = True, timeout: TimeoutType = None) -> commands.Channel.FlowOk:
         """Ask the broker to pause (``active=False``) or resume deliveries (``Channel.Flow``)."""
-        return await self._call(lambda core, number: core.channel_flow(number, active), timeout)
+        result: commands.Channel.FlowOk = await self._call(
+            lambda core, number: core.channel_flow(number, active), timeout
+        )
+        return result
 
     def _on_flow(self, active: bool) -> None:
         self._flow_active = active
@@ -1025,12 +1030,18 @@ class Channel(AbstractChannel):
         try:
             if kind == 0:
                 core.basic_ack(
-                    number, message.delivery_tag, multiple=multiple, incarnation=message._incarnation
-                )  # type: ignore[arg-type]
+                    number,
+                    message.delivery_tag,  # type: ignore[arg-type]
+                    multiple=multiple,
+                    incarnation=message._incarnation,
+                )
             elif kind == 1:
                 core.basic_reject(
-                    number, message.delivery_tag, requeue=requeue, incarnation=message._incarnation
-                )  # type: ignore[arg-type]
+                    number,
+                    message.delivery_tag,  # type: ignore[arg-type]
+                    requeue=requeue,
+                    incarnation=message._incarnation,
+                )
             else:
                 core.basic_nack(
                     number,

@@ -12,7 +12,7 @@ import ssl
 import sys
 import warnings
 from collections import deque
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import unquote
@@ -732,7 +732,7 @@ class Connection(AbstractConnection):
                 self._backend.spawn(self._heartbeat_loop, self._core, name="aio_pika heartbeat")
         elif kind is ConnectionClosed:
             if event.by_peer:
-                error = connection_closed_error(event.reply_code, event.reply_text)
+                error: AMQPConnectionError = connection_closed_error(event.reply_code, event.reply_text)
                 log.warning("The broker closed the connection %s: %s", self, error)
                 self._finalize(error, error)
             else:
@@ -1034,7 +1034,7 @@ class ConnectContext:
     def __init__(self, factory: Callable[[], Connection], timeout: TimeoutType) -> None:
         self._factory = factory
         self._timeout = timeout
-        self._coroutine: Any = None
+        self._coroutine: Coroutine[Any, Any, Connection] | None = None
         self._connection: Connection | None = None
         self._backend_entered = False
 

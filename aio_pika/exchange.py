@@ -68,13 +68,14 @@ class Exchange(AbstractExchange):
 
     async def declare(self, timeout: TimeoutType = None) -> commands.Exchange.DeclareOk:
         """Declare the exchange on the broker (``passive`` only checks that it exists)."""
-        return await self.channel._call(
+        result: commands.Exchange.DeclareOk = await self.channel._call(
             lambda core, number: core.exchange_declare(
                 number, self.name, self._type, passive=self.passive, durable=self.durable,
                 auto_delete=self.auto_delete, internal=self.internal, arguments=self.arguments,
             ),
             timeout,
         )  # fmt: skip
+        return result
 
     async def bind(
         self,
@@ -87,12 +88,13 @@ class Exchange(AbstractExchange):
         """Bind this exchange (the destination) to ``exchange`` (the source): it receives what matches."""
         source = get_exchange_name(exchange)
         log.debug("Binding exchange %r to exchange %r, routing_key=%r", self.name, source, routing_key)
-        return await self.channel._call(
+        result: commands.Exchange.BindOk = await self.channel._call(
             lambda core, number: core.exchange_bind(
                 number, self.name, source, routing_key, arguments=arguments
             ),
             timeout,
         )
+        return result
 
     async def unbind(
         self,
@@ -104,12 +106,13 @@ class Exchange(AbstractExchange):
         """Remove an exchange-to-exchange binding made with :meth:`bind`."""
         source = get_exchange_name(exchange)
         log.debug("Unbinding exchange %r from exchange %r, routing_key=%r", self.name, source, routing_key)
-        return await self.channel._call(
+        result: commands.Exchange.UnbindOk = await self.channel._call(
             lambda core, number: core.exchange_unbind(
                 number, self.name, source, routing_key, arguments=arguments
             ),
             timeout,
         )
+        return result
 
     def publish(
         self,
@@ -158,9 +161,10 @@ class Exchange(AbstractExchange):
     ) -> commands.Exchange.DeleteOk:
         """Delete the exchange (only when it has no bindings with ``if_unused``)."""
         log.info("Deleting %r", self)
-        return await self.channel._call(
+        result: commands.Exchange.DeleteOk = await self.channel._call(
             lambda core, number: core.exchange_delete(number, self.name, if_unused=if_unused), timeout
         )
+        return result
 
 
 def type_name(value: Any) -> str:

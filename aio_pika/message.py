@@ -35,7 +35,7 @@ __all__ = ("IncomingMessage", "Message", "ProcessContext", "ReturnedMessage")
 
 _Properties = commands.Basic.Properties
 _set = object.__setattr__
-_DELIVERY_MODES = {1: DeliveryMode.NOT_PERSISTENT, 2: DeliveryMode.PERSISTENT}
+_DELIVERY_MODES: dict[int | None, DeliveryMode] = {1: DeliveryMode.NOT_PERSISTENT, 2: DeliveryMode.PERSISTENT}
 # For every message without a delivery mode: a global, five times quicker to read on Python 3.11
 # than the member through its enum class.
 _NOT_PERSISTENT = DeliveryMode.NOT_PERSISTENT
@@ -410,11 +410,13 @@ class IncomingMessage(Message, AbstractIncomingMessage):
         self.content_type = props.content_type
         self.content_encoding = props.content_encoding
         mode = props.delivery_mode
-        self.delivery_mode = _DELIVERY_MODES.get(mode, mode or _NOT_PERSISTENT)
+        # A mode other than 1 and 2 stays the int the broker sent.
+        self.delivery_mode = _DELIVERY_MODES.get(mode, mode or _NOT_PERSISTENT)  # type: ignore[arg-type]
         self.priority = props.priority
         correlation_id = props.correlation_id
         if correlation_id is not None and _BYTES_CORRELATION_IDS and correlation_id in _BYTES_CORRELATION_IDS:
-            correlation_id = correlation_id.encode("utf-8", "surrogateescape")
+            # Published as bytes: handed back as bytes (see _BYTES_CORRELATION_IDS).
+            correlation_id = correlation_id.encode("utf-8", "surrogateescape")  # type: ignore[assignment]
         self.correlation_id = correlation_id
         self.reply_to = props.reply_to
         expiration = props.expiration

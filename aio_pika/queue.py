@@ -50,6 +50,8 @@ class Queue(AbstractQueue):
         "passive",
     )
 
+    channel: Channel  # AbstractQueue's channel, as this library implements it
+
     def __init__(
         self,
         channel: Channel,
@@ -110,10 +112,11 @@ class Queue(AbstractQueue):
             routing_key = self.name
         source = get_exchange_name(exchange)
         log.debug("Binding queue %r: exchange=%r, routing_key=%r", self.name, source, routing_key)
-        return await self.channel._call(
+        result: commands.Queue.BindOk = await self.channel._call(
             lambda core, number: core.queue_bind(number, self.name, source, routing_key, arguments=arguments),
             timeout,
         )
+        return result
 
     async def unbind(
         self,
@@ -127,12 +130,13 @@ class Queue(AbstractQueue):
             routing_key = self.name
         source = get_exchange_name(exchange)
         log.debug("Unbinding queue %r: exchange=%r, routing_key=%r", self.name, source, routing_key)
-        return await self.channel._call(
+        result: commands.Queue.UnbindOk = await self.channel._call(
             lambda core, number: core.queue_unbind(
                 number, self.name, source, routing_key, arguments=arguments
             ),
             timeout,
         )
+        return result
 
     async def consume(
         self,
@@ -179,17 +183,21 @@ class Queue(AbstractQueue):
         if no_wait:
             self.channel._send(lambda core, number: core.queue_purge(number, self.name, nowait=True))
             return None
-        return await self.channel._call(lambda core, number: core.queue_purge(number, self.name), timeout)
+        result: commands.Queue.PurgeOk | None = await self.channel._call(
+            lambda core, number: core.queue_purge(number, self.name), timeout
+        )
+        return result
 
     async def delete(
         self, *, if_unused: bool = True, if_empty: bool = True, timeout: TimeoutType = None
     ) -> commands.Queue.DeleteOk:
         """Delete the queue (by default only when it has no consumers and no messages)."""
         log.info("Deleting %r", self)
-        return await self.channel._call(
+        result: commands.Queue.DeleteOk = await self.channel._call(
             lambda core, number: core.queue_delete(number, self.name, if_unused=if_unused, if_empty=if_empty),
             timeout,
         )
+        return result
 
     def __aiter__(self) -> QueueIterator:
         return self.iterator()

@@ -39,8 +39,8 @@ class RobustChannel(Channel, AbstractRobustChannel):
     raises, later calls wait for the reopening.
     """
 
-    QUEUE_CLASS: type[RobustQueue] = RobustQueue  # type: ignore[assignment]
-    EXCHANGE_CLASS: type[RobustExchange] = RobustExchange  # type: ignore[assignment]
+    QUEUE_CLASS: type[RobustQueue] = RobustQueue
+    EXCHANGE_CLASS: type[RobustExchange] = RobustExchange
 
     default_exchange: RobustExchange
 

@@ -53,7 +53,7 @@ class RobustConnection(Connection, AbstractRobustConnection):
     with ``fail_fast``), not while it is reconnecting: see :attr:`reconnecting` and :meth:`ready`.
     """
 
-    CHANNEL_CLASS: type[RobustChannel] = RobustChannel  # type: ignore[assignment]
+    CHANNEL_CLASS: type[RobustChannel] = RobustChannel
     PARAMETERS: tuple[ConnectionParameter, ...] = (
         *Connection.PARAMETERS,
         ConnectionParameter(name="reconnect_interval", parser=parse_timeout, default="5"),

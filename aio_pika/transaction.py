@@ -34,17 +34,23 @@ class Transaction(AbstractTransaction):
         return self.__channel
 
     async def select(self, timeout: TimeoutType = None) -> commands.Tx.SelectOk:
-        result = await self.channel._call(lambda core, number: core.tx_select(number), timeout)
+        result: commands.Tx.SelectOk = await self.channel._call(
+            lambda core, number: core.tx_select(number), timeout
+        )
         self.state = TransactionState.STARTED
         return result
 
     async def rollback(self, timeout: TimeoutType = None) -> commands.Tx.RollbackOk:
-        result = await self.channel._call(lambda core, number: core.tx_rollback(number), timeout)
+        result: commands.Tx.RollbackOk = await self.channel._call(
+            lambda core, number: core.tx_rollback(number), timeout
+        )
         self.state = TransactionState.ROLLED_BACK
         return result
 
     async def commit(self, timeout: TimeoutType = None) -> commands.Tx.CommitOk:
-        result = await self.channel._call(lambda core, number: core.tx_commit(number), timeout)
+        result: commands.Tx.CommitOk = await self.channel._call(
+            lambda core, number: core.tx_commit(number), timeout
+        )
         self.state = TransactionState.COMMITED
         return result
 
