@@ -52,6 +52,17 @@ async def queue_depth(channel: aio_pika.Channel, name: str) -> int:
     return count
 
 
+async def declare_unconsumed(rpc: RPC, method: str, arguments: dict[str, Any]) -> None:
+    """Declare ``method``'s queue (with ``arguments``) the way ``register`` does, and leave nobody
+    consuming it: calls to it wait there, expire or are refused."""
+
+    async def never_runs() -> None:
+        raise AssertionError("nobody consumes this queue: no call may run")
+
+    await rpc.register(method, never_runs, arguments=arguments)
+    await rpc.unregister(never_runs)  # the queue stays
+
+
 # ---- RPC ------------------------------------------------------------------------------------------------
 
 
@@ -174,13 +185,8 @@ async def test_rpc_call_the_broker_refuses(channel: aio_pika.Channel, names: Nam
     with anyio.fail_after(LIMIT):
         rpc = await rpc_class(names).create(channel)
         method = names.queue("full")
-
-        async def never_runs() -> None:
-            raise AssertionError("the call was refused: it must not run")
-
         full = expiring({"x-max-length": 0, "x-overflow": "reject-publish"})
-        await rpc.register(method, never_runs, arguments=full)
-        await rpc.unregister(never_runs)
+        await declare_unconsumed(rpc, method, full)
         with pytest.raises(exceptions.DeliveryError):
             await rpc.call(method)
         assert rpc.futures == {}
@@ -219,12 +225,7 @@ async def test_rpc_expired_call_raises_timeout(channel: aio_pika.Channel, names:
     with anyio.fail_after(LIMIT):
         rpc = await rpc_class(names).create(channel)
         method = names.queue("idle")
-
-        async def never_runs() -> None:
-            raise AssertionError("the call expired: it must not run")
-
-        await rpc.register(method, never_runs, arguments=expiring())
-        await rpc.unregister(never_runs)  # the queue stays, nobody consumes it
+        await declare_unconsumed(rpc, method, expiring())
         started = anyio.current_time()
         with pytest.raises(TimeoutError):
             await rpc.call(method, expiration=0.3)
