@@ -412,7 +412,12 @@ def decode_properties(
         else:
             props.content_encoding = None
         if flags & 0x2000:
-            props.headers, pos = _table(buf, pos, end, 1, max_table_depth)
+            if buf[pos : pos + 4] == _EMPTY_TABLE and pos + 4 <= end:
+                # What aio-pika's messages carry when no header is set: no call to _table for it.
+                props.headers = {}
+                pos += 4
+            else:
+                props.headers, pos = _table(buf, pos, end, 1, max_table_depth)
         else:
             props.headers = None
         if flags & 0x1000:

@@ -568,6 +568,10 @@ def test_invalid_utf8_shortstr_property_is_a_decode_error_as_in_pamqp() -> None:
 def test_content_header_rejects_truncation_and_extra_bytes() -> None:
     assert_decode_error_on_every_cut(codec.decode_content_header, header_payload(ALL_PROPERTIES))
     assert_decode_error_on_every_cut(codec.decode_content_header, header_payload(None))
+    # The empty headers table every aio-pika message carries is read without decoding a table.
+    empty_headers = commands.Basic.Properties(headers={}, correlation_id="c")
+    assert codec.decode_content_header(*embed(header_payload(empty_headers)))[2] == empty_headers
+    assert_decode_error_on_every_cut(codec.decode_content_header, header_payload(empty_headers))
 
 
 # ---- Basic.Deliver, Basic.GetOk, Basic.Return ------------------------------------------------------
