@@ -412,8 +412,9 @@ def decode_properties(
         else:
             props.content_encoding = None
         if flags & 0x2000:
-            if buf[pos : pos + 4] == _EMPTY_TABLE and pos + 4 <= end:
-                # What aio-pika's messages carry when no header is set: no call to _table for it.
+            if buf[pos : pos + 4] == _EMPTY_TABLE and pos + 4 <= end and max_table_depth > 0:
+                # What aio-pika's messages carry when no header is set: no call to _table for it
+                # (which refuses even an empty table when no table at all is allowed).
                 props.headers = {}
                 pos += 4
             else:

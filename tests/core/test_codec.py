@@ -572,6 +572,8 @@ def test_content_header_rejects_truncation_and_extra_bytes() -> None:
     empty_headers = commands.Basic.Properties(headers={}, correlation_id="c")
     assert codec.decode_content_header(*embed(header_payload(empty_headers)))[2] == empty_headers
     assert_decode_error_on_every_cut(codec.decode_content_header, header_payload(empty_headers))
+    with pytest.raises(DecodeError, match="nested deeper than 0 levels"):
+        codec.decode_content_header(*embed(header_payload(empty_headers)), max_table_depth=0)
 
 
 # ---- Basic.Deliver, Basic.GetOk, Basic.Return ------------------------------------------------------
