@@ -935,16 +935,22 @@ class PrivateNode:
         window returns at once and leaves the broker stopped.
         """
         query = "erlang:whereis(rabbit_boot)."
+        failure = ""
         while True:
-            if self._erl_call_path is not None:
-                marker = self.eval(query, timeout=30)
-            else:
-                marker = self.ctl("eval", query, timeout=30).stdout.strip()
+            try:
+                if self._erl_call_path is not None:
+                    marker = self.eval(query, timeout=30)
+                else:
+                    marker = self.ctl("eval", query, timeout=30).stdout.strip()
+            except PrivateNodeError as error:
+                # Seen once under load: erl_call "failed to connect to node" just after start_app.
+                marker, failure = "", f"\n(last query: {error})"
             if marker == "undefined":
                 return
             self._check_alive()
             if time.monotonic() > deadline:
-                raise NodeStartError(f"{self.node} did not finish booting in time\n{self.log_tail()}")
+                late = f"{self.node} did not finish booting in time"
+                raise NodeStartError(f"{late}{failure}\n{self.log_tail()}")
             time.sleep(0.05)
 
     def _wait_for_listeners(self, deadline: float) -> None:
