@@ -945,6 +945,8 @@ class PrivateNode:
             except PrivateNodeError as error:
                 # Seen once under load: erl_call "failed to connect to node" just after start_app.
                 marker, failure = "", f"\n(last query: {error})"
+            else:
+                failure = ""  # the timeout's message names only the last query's failure
             if marker == "undefined":
                 return
             self._check_alive()
