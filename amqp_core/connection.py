@@ -500,40 +500,38 @@ class Connection:
         end = len(buf)
         unpack_header = _FRAME_HEADER.unpack_from
         unpack_index = _METHOD_INDEX.unpack_from
-        # The frame handlers take the buffer as a bytearray; a bytes object reads the same way.
-        src: bytearray = buf  # type: ignore[assignment]
         try:
             while end - pos >= 7:
-                frame_type, channel, size = unpack_header(src, pos)
+                frame_type, channel, size = unpack_header(buf, pos)
                 # Checked from the 7-byte header alone, before any of the payload is waited for.
                 if size > self._max_payload or frame_type not in _FRAME_TYPES:
-                    self._reject_frame(src, pos, frame_type, size)
+                    self._reject_frame(buf, pos, frame_type, size)
                 frame_end = pos + 7 + size
                 if frame_end >= end:  # need more data
                     if (
                         frame_type == FRAME_BODY
                         and size >= _LARGE_BODY_FRAME
-                        and self._start_body_stream(channel, src, pos, end, size)
+                        and self._start_body_stream(channel, buf, pos, end, size)
                     ):
                         pos = end
                     break
-                if src[frame_end] != codec.FRAME_END:
+                if buf[frame_end] != codec.FRAME_END:
                     raise self._bad_frame_end(channel)
                 if frame_type == FRAME_METHOD:
-                    if size > 4 and unpack_index(src, pos + 7)[0] == _DELIVER:
-                        after = self._receive_whole_delivery(src, pos, frame_end, end, channel, events)
+                    if size > 4 and unpack_index(buf, pos + 7)[0] == _DELIVER:
+                        after = self._receive_whole_delivery(buf, pos, frame_end, end, channel, events)
                         if after:
                             pos = after
                             continue
-                    self._on_method(channel, src, pos + 7, frame_end, events)
+                    self._on_method(channel, buf, pos + 7, frame_end, events)
                 elif frame_type == FRAME_BODY:
-                    after = self._copy_body_frames(channel, src, pos, end, events)
+                    after = self._copy_body_frames(channel, buf, pos, end, events)
                     if after:
                         pos = after
                         continue
-                    self._on_body(channel, src, pos + 7, frame_end, events)
+                    self._on_body(channel, buf, pos + 7, frame_end, events)
                 elif frame_type == FRAME_HEADER:
-                    self._on_header(channel, src, pos + 7, frame_end, events)
+                    self._on_header(channel, buf, pos + 7, frame_end, events)
                 elif channel:
                     raise self._violation(FRAME_ERROR, f"heartbeat frame on channel {channel}, not 0")
                 pos = frame_end + 1
@@ -1067,7 +1065,7 @@ class Connection:
     # ---- receiving: envelope ------------------------------------------------------------------------
 
     def _receive_whole_delivery(
-        self, buf: bytearray, pos: int, method_end: int, end: int, channel: int, events: list[Event]
+        self, buf: bytes | bytearray, pos: int, method_end: int, end: int, channel: int, events: list[Event]
     ) -> int:
         """The hot path: a Basic.Deliver whose header and single body frame are already in the buffer.
 
@@ -1145,7 +1143,7 @@ class Connection:
         )  # fmt: skip
         return after
 
-    def _reject_frame(self, buf: bytearray, pos: int, frame_type: int, size: int) -> None:
+    def _reject_frame(self, buf: bytes | bytearray, pos: int, frame_type: int, size: int) -> None:
         if self.state in _HANDSHAKE and frame_type not in _FRAME_TYPES:
             sample = bytes(buf[pos : pos + 32])
             raise self._violation(FRAME_ERROR, f"the server did not speak AMQP 0-9-1: it sent {sample!r}")
@@ -1184,7 +1182,9 @@ class Connection:
 
     # ---- receiving: methods -------------------------------------------------------------------------
 
-    def _on_method(self, channel: int, buf: bytearray, start: int, end: int, events: list[Event]) -> None:
+    def _on_method(
+        self, channel: int, buf: bytes | bytearray, start: int, end: int, events: list[Event]
+    ) -> None:
         if end - start < 4:
             raise self._violation(SYNTAX_ERROR, "method frame shorter than its class and method id")
         index = _METHOD_INDEX.unpack_from(buf, start)[0]
@@ -1439,7 +1439,9 @@ class Connection:
             )
         return state
 
-    def _on_header(self, channel: int, buf: bytearray, start: int, end: int, events: list[Event]) -> None:
+    def _on_header(
+        self, channel: int, buf: bytes | bytearray, start: int, end: int, events: list[Event]
+    ) -> None:
         state = self._content_channel(channel, "content header")
         if state is None:
             return
