@@ -7,8 +7,8 @@ next. The orchestrator (this file without ``--worker``) alternates the implement
 scenario, repeats, and reports medians and ratios (ours / reference). A third "implementation", ``raw``,
 runs the same scenarios, in the same alternation, with pre-encoded frames on a blocking socket
 (``rawamqp.py``): the broker's own limit on this machine, so each figure can be read as a fraction of it,
-and the raw client's CPU per message, the floor a client pays. A fourth, ``floor``, runs the round trips
-(sequential confirms, RPC) and the consumers on bare asyncio with pre-encoded frames
+and the raw client's CPU per message, the floor a client pays. A fourth, ``floor``, runs the publishers,
+the round trips (sequential confirms, RPC) and the consumers on bare asyncio with pre-encoded frames
 (``asyncio_floor.py``): what the event loop alone costs, the limit of any client written on asyncio.
 
 Use ``bench/run`` (it builds the reference virtualenv and writes ``docs/performance.md``); this file can
@@ -120,7 +120,7 @@ CPU_TARGET_SCENARIOS = (
     "consume_iterator",
 )
 # The scenarios that also run on bare asyncio (asyncio_floor.py), as the raw client names them.
-FLOOR_SCENARIOS = ("publish_confirm_seq", "rpc", "consume")
+FLOOR_SCENARIOS = ("publish_confirm_seq", "publish_confirm_500", "publish_noconfirm", "rpc", "consume")
 BACKEND_SCENARIOS = ("publish_confirm_500", "publish_noconfirm", "consume_callback", "consume_iterator")
 TRIO_TARGET = 0.6
 
@@ -1193,12 +1193,13 @@ def render(
         lines += [
             "### Against bare asyncio",
             "",
-            "The asyncio floor (`bench/asyncio_floor.py`, in the same alternation) runs the round trips",
-            "(`publish_confirm_seq`, RPC) and the consumers on an `asyncio.Protocol` with pre-encoded",
-            "frames and no client library: the event loop's own cost per round trip, and for consumers the",
-            "transport's reads plus one copy of each body into its `bytes`. A target that needs more than",
-            "the floor (or less CPU) cannot be met by a client written on asyncio in this run. For RPC the",
-            "floor's server answers inside `data_received`, without any task.",
+            "The asyncio floor (`bench/asyncio_floor.py`, in the same alternation) runs the publishers, the",
+            "round trips (`publish_confirm_seq`, RPC) and the consumers on an `asyncio.Protocol` with",
+            "pre-encoded frames and no client library: the event loop's own cost per round trip; for the",
+            "batch publishers, writes of about 1 MiB of messages with the transport's flow control; for",
+            "consumers, the transport's reads plus one copy of each body into its `bytes`. A target that",
+            "needs more than the floor (or less CPU) cannot be met by a client written on asyncio in this",
+            "run. For RPC the floor's server answers inside `data_received`, without any task.",
             "",
             *floor_lines,
             "",

@@ -1,4 +1,4 @@
-"""Round trips and consumers on bare asyncio: what any asyncio client pays, with no client library.
+"""Every scenario but ``get`` on bare asyncio: what any asyncio client pays, with no client library.
 
 The raw client (``rawamqp.py``) gives the broker's limit with blocking ``send``/``recv``, no event loop,
 and bodies parsed where they lie. A library on asyncio also pays for the loop itself: the blocking
@@ -21,6 +21,14 @@ read. This module runs the scenarios where that matters with that much and nothi
   body is copied once into its own ``bytes`` (a body frame cut by the end of a read is kept as views
   of both reads until then), and each read's messages are acked with one ``multiple`` ack, as the raw
   consumer does. No task, no message object: the bodies are dropped.
+* ``publish_confirm_500`` and ``publish_noconfirm``: one task writes blocks of pre-encoded messages
+  of about 1 MiB, as the raw client does; each block is first offered to the socket's ``send`` (no
+  copy in user space when the socket takes it whole) and the rest, if any, handed to the transport,
+  and while the transport is over its high-water mark the task waits for ``resume_writing``, as a
+  client that respects flow control must. With confirms it writes a window (500 messages, or 64 of
+  1 MiB, as the API scenario's ``gather``), then awaits a future until the broker has confirmed all
+  of it; without, it then polls a passive ``Queue.Declare``, as the API scenario does, until the
+  broker holds every message.
 
 Its figures are a floor for asyncio clients, above the raw client's: a target that needs more than the
 floor delivered (or less CPU than it spent) cannot be met by any client written on asyncio, in that run.
@@ -29,21 +37,28 @@ floor delivered (or less CPU than it spent) cannot be met by any client written 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import socket
+import struct
 from collections.abc import Callable
 from typing import Any
 
-from api_bench import QUEUE_ARGUMENTS, RAW_EQUIVALENT, Clock, Spec, body_of
+from api_bench import QUEUE_ARGUMENTS, RAW_EQUIVALENT, Clock, Spec, body_of, window_for
 from pamqp import commands
 from pamqp import frame as pamqp_frame
-from rawamqp import FRAME_HEAD, METHOD_INDEX, U64, RawConnection, ack_frame, publish_frames
+from rawamqp import CHANNEL, FRAME_HEAD, METHOD_INDEX, U64, RawConnection, ack_frame, publish_frames
 
 __all__ = ["floor_rpc_server", "floor_scenario"]
 
 _BASIC_ACK = commands.Basic.Ack.index
 _BASIC_DELIVER = commands.Basic.Deliver.index
+_DECLARE_OK = commands.Queue.DeclareOk.index
 _CLOSE_OK = commands.Connection.CloseOk.index
 _FRAME_METHOD, _FRAME_HEADER, _FRAME_BODY = 1, 2, 3
+
+_U32 = struct.Struct(">I")
+_WRITE_BYTES = 1 << 20
 
 Hook = Callable[[int], None]  # called with the count so far (of confirms, or of deliveries)
 
@@ -58,7 +73,17 @@ class FrameCounter(asyncio.Protocol):
         self.confirmed = 0
         self.delivered = 0
         self.body_left = -1  # bytes of the current delivery's body still to come; -1: none started
-        self.close_ok: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.declare_ok: asyncio.Future[int] | None = None  # completed with the message count
+        loop = asyncio.get_running_loop()
+        self.close_ok: asyncio.Future[None] = loop.create_future()
+        self.writable: asyncio.Future[None] = loop.create_future()  # done while not paused
+        self.writable.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        self.writable.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer
@@ -72,8 +97,15 @@ class FrameCounter(asyncio.Protocol):
             if frame_type == _FRAME_METHOD:
                 index = METHOD_INDEX.unpack_from(buffer, pos + 7)[0]
                 if index == _BASIC_ACK:
-                    self.confirmed += 1  # one publish at a time: never a `multiple` ack
+                    if buffer[pos + 19] & 1:  # `multiple`: everything up to its delivery tag
+                        self.confirmed = U64.unpack_from(buffer, pos + 11)[0]
+                    else:
+                        self.confirmed += 1  # confirms of single publishes come in order
                     self.on_confirm(self.confirmed)
+                elif index == _DECLARE_OK and self.declare_ok is not None:
+                    name_end = pos + 12 + buffer[pos + 11]  # after the queue's name
+                    self.declare_ok.set_result(_U32.unpack_from(buffer, name_end)[0])
+                    self.declare_ok = None
                 elif index == _BASIC_DELIVER:
                     self.body_left = 0
                 elif index == _CLOSE_OK and not self.close_ok.done():
@@ -139,6 +171,56 @@ async def _publish_confirm_seq(spec: Spec, clock: Clock) -> None:
             await waiting.until(lambda seq=seq: counter.confirmed >= seq)
         clock.stop()
         await _close(transport, counter)
+
+
+async def _publish_batch(spec: Spec, clock: Clock) -> None:
+    confirms = spec.scenario == "publish_confirm_500"
+    with RawConnection(spec.url) as raw:
+        if confirms:
+            raw.confirm_select()
+        message = publish_frames(spec.queue, body_of(spec.size), frame_max=raw.frame_max)
+        declare = pamqp_frame.marshal(commands.Queue.Declare(queue=spec.queue, passive=True), CHANNEL)
+        # Writes of about 1 MiB, as the raw client's: the windows cut into blocks of pre-encoded copies.
+        window = window_for(spec.size) if confirms else spec.count
+        per_write = max(1, _WRITE_BYTES // len(message))
+        plan = []  # per window: the blocks' message counts, and the publish count the window ends at
+        for first in range(0, spec.count, window):
+            last = min(first + window, spec.count)
+            plan.append(([min(per_write, last - start) for start in range(first, last, per_write)], last))
+        blocks = {count: message * count for counts, _last in plan for count in counts}
+        waiting = _Waiting()
+        transport, counter = await _open(raw, waiting.wake, waiting.wake)
+        loop = asyncio.get_running_loop()
+        clock.start()
+        for counts, last in plan:
+            for count in counts:
+                await _write(counter, transport, raw.sock, blocks[count])
+            if confirms:
+                await waiting.until(lambda last=last: counter.confirmed >= last)
+        while not confirms:
+            declared: asyncio.Future[int] = loop.create_future()
+            counter.declare_ok = declared
+            transport.write(declare)
+            if await declared >= spec.count:
+                break
+            await asyncio.sleep(0.001)
+        clock.stop()
+        await _close(transport, counter)
+
+
+async def _write(
+    counter: FrameCounter, transport: asyncio.Transport, sock: socket.socket, data: bytes
+) -> None:
+    """Offer ``data`` to the socket and hand the transport what it did not take, once the transport
+    is below its high-water mark: no copy in user space unless the socket is full."""
+    if not counter.writable.done():
+        await counter.writable
+    sent = 0
+    if not transport.get_write_buffer_size():
+        with contextlib.suppress(BlockingIOError):
+            sent = sock.send(data)
+    if sent < len(data):
+        transport.write(memoryview(data)[sent:])
 
 
 async def _rpc_client(spec: Spec, clock: Clock) -> None:
@@ -299,6 +381,8 @@ def floor_scenario(spec: Spec, clock: Clock) -> dict[str, Any]:
     scenario = RAW_EQUIVALENT[spec.scenario]
     if scenario == "publish_confirm_seq":
         asyncio.run(_publish_confirm_seq(spec, clock))
+    elif scenario in ("publish_confirm_500", "publish_noconfirm"):
+        asyncio.run(_publish_batch(spec, clock))
     elif scenario == "rpc":
         asyncio.run(_rpc_client(spec, clock))
     elif scenario == "consume":

@@ -130,7 +130,9 @@ def test_raw_client_fills_and_drains_a_queue() -> None:
 
 
 @pytest.mark.broker
-@pytest.mark.parametrize("scenario", ["publish_confirm_seq", "rpc", "consume_callback"])
+@pytest.mark.parametrize(
+    "scenario", ["publish_confirm_seq", "publish_confirm_500", "publish_noconfirm", "rpc", "consume_callback"]
+)
 def test_asyncio_floor_runs_its_scenarios(scenario: str) -> None:
     api_bench = importlib.import_module("api_bench")
     rawamqp = importlib.import_module("rawamqp")
@@ -143,8 +145,8 @@ def test_asyncio_floor_runs_its_scenarios(scenario: str) -> None:
         assert result["ok"] and result["wall"] > 0
         with rawamqp.RawConnection() as raw:
             held = raw.queue_declare(queue, passive=True)
-        # Sequential publishes stay in the queue; the RPC server and the consumer acked what they got.
-        assert held == (20 if scenario == "publish_confirm_seq" else 0)
+        # Publishes stay in the queue; the RPC server and the consumer acked what they got.
+        assert held == (20 if scenario.startswith("publish") else 0)
     finally:
         rawamqp.delete_queues(api_bench.DEFAULT_URL, [queue, f"{queue}-reply"])
 
@@ -207,3 +209,30 @@ def test_asyncio_floor_consumer_reads_frames_cut_anywhere(chunk: int) -> None:
     copier, transport = asyncio.run(feed())
     assert copier.done.done() and copier.body_bytes == sum(sizes)
     assert transport.written[-1] == rawamqp.ack_frame(len(sizes), multiple=True)
+
+
+def test_asyncio_floor_counts_multiple_confirms_and_reads_declare_ok() -> None:
+    """The floor's batch publishers wait on these: a `multiple` ack confirms up to its tag."""
+    import asyncio
+
+    from pamqp import commands, frame
+
+    asyncio_floor = importlib.import_module("asyncio_floor")
+
+    async def feed() -> tuple[list[int], int]:
+        confirms: list[int] = []
+        counter = asyncio_floor.FrameCounter(confirms.append, lambda _count: None)
+        declared = counter.declare_ok = asyncio.get_running_loop().create_future()
+        stream = b"".join(
+            [
+                frame.marshal(commands.Basic.Ack(1, False), 1),
+                frame.marshal(commands.Basic.Ack(5, True), 1),
+                frame.marshal(commands.Basic.Ack(6, False), 1),
+                frame.marshal(commands.Queue.DeclareOk("some-queue", 1234, 0), 1),
+            ]
+        )
+        for start in range(0, len(stream), 5):  # frames cut across reads
+            counter.data_received(stream[start : start + 5])
+        return confirms, await declared
+
+    assert asyncio.run(feed()) == ([1, 5, 6], 1234)
