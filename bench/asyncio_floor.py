@@ -59,6 +59,7 @@ _FRAME_METHOD, _FRAME_HEADER, _FRAME_BODY = 1, 2, 3
 
 _U32 = struct.Struct(">I")
 _WRITE_BYTES = 1 << 20
+_READ_BYTES = 64 * 1024
 
 Hook = Callable[[int], None]  # called with the count so far (of confirms, or of deliveries)
 
@@ -129,7 +130,15 @@ class FrameCounter(asyncio.Protocol):
 async def _open(raw: RawConnection, on_confirm: Hook, on_delivery: Hook) -> tuple[Any, FrameCounter]:
     raw.sock.setblocking(False)
     loop = asyncio.get_running_loop()
-    return await loop.create_connection(lambda: FrameCounter(on_confirm, on_delivery), sock=raw.sock)
+    transport, counter = await loop.create_connection(
+        lambda: FrameCounter(on_confirm, on_delivery), sock=raw.sock
+    )
+    # The transport's reads are 256 KiB by default, which glibc serves with mmap (page faults on every
+    # read) unless something has moved its mmap threshold: 64 KiB, below it, as our client reads
+    # while messages are small, so the floor pays no cost an asyncio client can avoid.
+    if isinstance(getattr(transport, "max_size", None), int):
+        transport.max_size = _READ_BYTES
+    return transport, counter
 
 
 async def _close(transport: asyncio.Transport, counter: FrameCounter | BodyCopier) -> None:
