@@ -65,7 +65,8 @@ Hook = Callable[[int], None]  # called with the count so far (of confirms, or of
 
 
 class FrameCounter(asyncio.Protocol):
-    """Counts the confirms and the whole deliveries in the stream, calling the hooks at each."""
+    """Counts the confirms and the whole deliveries in the stream, calling the hooks at each, and
+    completes ``declare_ok``, when set, with the message count of the next ``Queue.DeclareOk``."""
 
     def __init__(self, on_confirm: Hook, on_delivery: Hook) -> None:
         self.on_confirm = on_confirm
