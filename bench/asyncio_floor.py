@@ -40,7 +40,6 @@ import asyncio
 import contextlib
 import signal
 import socket
-import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -57,7 +56,6 @@ _DECLARE_OK = commands.Queue.DeclareOk.index
 _CLOSE_OK = commands.Connection.CloseOk.index
 _FRAME_METHOD, _FRAME_HEADER, _FRAME_BODY = 1, 2, 3
 
-_U32 = struct.Struct(">I")
 _WRITE_BYTES = 1 << 20
 _READ_BYTES = 64 * 1024
 
@@ -105,8 +103,8 @@ class FrameCounter(asyncio.Protocol):
                         self.confirmed += 1  # confirms of single publishes come in order
                     self.on_confirm(self.confirmed)
                 elif index == _DECLARE_OK and self.declare_ok is not None:
-                    name_end = pos + 12 + buffer[pos + 11]  # after the queue's name
-                    self.declare_ok.set_result(_U32.unpack_from(buffer, name_end)[0])
+                    _size, _channel, declare_ok = pamqp_frame.unmarshal(bytes(buffer[pos:end]))
+                    self.declare_ok.set_result(declare_ok.message_count)
                     self.declare_ok = None
                 elif index == _BASIC_DELIVER:
                     self.body_left = 0

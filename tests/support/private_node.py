@@ -935,7 +935,6 @@ class PrivateNode:
         window returns at once and leaves the broker stopped.
         """
         query = "erlang:whereis(rabbit_boot)."
-        failure = ""
         while True:
             try:
                 if self._erl_call_path is not None:
