@@ -97,10 +97,9 @@ class FrameCounter(asyncio.Protocol):
             if frame_type == _FRAME_METHOD:
                 index = METHOD_INDEX.unpack_from(buffer, pos + 7)[0]
                 if index == _BASIC_ACK:
-                    if buffer[pos + 19] & 1:  # `multiple`: everything up to its delivery tag
-                        self.confirmed = U64.unpack_from(buffer, pos + 11)[0]
-                    else:
-                        self.confirmed += 1  # confirms of single publishes come in order
+                    # RabbitMQ confirms in publish order: the tag, `multiple` or not, covers every
+                    # publish up to it.
+                    self.confirmed = U64.unpack_from(buffer, pos + 11)[0]
                     self.on_confirm(self.confirmed)
                 elif index == _DECLARE_OK and self.declare_ok is not None:
                     _size, _channel, declare_ok = pamqp_frame.unmarshal(bytes(buffer[pos:end]))
