@@ -862,8 +862,18 @@ def reachable_cpu(target: float | None, ref_cpu: float | None, floor: float | No
     return f"{'yes' if allowed >= floor else 'no'} (≤ {allowed:,.0f}, floor {floor:,.0f})"
 
 
+def raw_cell(cells: dict[tuple[str, int, str], Cell], scenario: str, size: int) -> Cell | None:
+    """The raw client's run of ``scenario``, or of the scenario it stands for (``RAW_EQUIVALENT``)."""
+    cell = cells.get((scenario, size, "raw"))
+    if cell is None:
+        equivalent = RAW_EQUIVALENT[scenario]
+        for (other, other_size, impl), candidate in cells.items():
+            if impl == "raw" and other_size == size and RAW_EQUIVALENT[other] == equivalent:
+                return candidate
+    return cell
+
+
 def throughput_table(cells: dict[tuple[str, int, str], Cell], plan: list[tuple[str, int, int]]) -> list[str]:
-    raw_cells = {(RAW_EQUIVALENT[s], z): c for (s, z, i), c in cells.items() if i == "raw"}
     lines = [
         "| scenario | body | msgs | ours msg/s | aio-pika msg/s | ours / aio-pika (target) | broker limit "
         "msg/s | ours % of limit | aio-pika % of limit | target reachable? | ours CPU µs/msg | "
@@ -873,7 +883,7 @@ def throughput_table(cells: dict[tuple[str, int, str], Cell], plan: list[tuple[s
     for scenario, size, count in plan:
         ours = cells.get((scenario, size, "ours"))
         ref = cells.get((scenario, size, "reference"))
-        raw = cells.get((scenario, size, "raw")) or raw_cells.get((RAW_EQUIVALENT[scenario], size))
+        raw = raw_cell(cells, scenario, size)
         ours_rate = ours.rate if ours else None
         ref_rate = ref.rate if ref else None
         raw_rate = raw.rate if raw else None
@@ -925,6 +935,62 @@ def floor_table(cells: dict[tuple[str, int, str], Cell], plan: list[tuple[str, i
             f"{reachable_cpu(cpu_target, ref_cpu, floor_cpu)} |"
         )
     return lines
+
+
+def targets_summary(cells: dict[tuple[str, int, str], Cell], plan: list[tuple[str, int, int]]) -> list[str]:
+    """Each of issue 5's targets in this run: met, missed with room for it under the limits this run
+    measured (the raw client's and, where it ran, the asyncio floor's), or out of reach (a limit is
+    below what the target asks)."""
+    met: list[str] = []
+    missed: list[str] = []
+    out_of_reach: list[str] = []
+
+    def rate(cell: Cell) -> float | None:
+        return cell.rate
+
+    def cpu(cell: Cell) -> float | None:
+        return cell.cpu_us
+
+    for scenario, size, _count in plan:
+        ours, ref, floor = (cells.get((scenario, size, name)) for name in ("ours", "reference", "floor"))
+        if ours is None or ref is None:
+            continue
+        raw = raw_cell(cells, scenario, size)
+        name = f"{scenario} {SIZE_NAMES.get(size, size)}"
+        cpu_target = CPU_TARGET if scenario in CPU_TARGET_SCENARIOS else None
+        # (what, target, the figure, whether higher is better, what the target does to a limit, unit,
+        # the limits' names for the raw client and the floor)
+        checks = (
+            (name, TARGETS.get(scenario), rate, True, "needs", "msg/s", ("broker limit", "floor")),
+            (f"CPU of {name}", cpu_target, cpu, False, "allows", "µs/msg", ("raw", "floor")),
+        )
+        for what, target, figure, higher_is_better, verb, unit, limit_names in checks:
+            mine, theirs = figure(ours), figure(ref)
+            if target is None or mine is None or not theirs:
+                continue
+            achieved = mine / theirs
+            if achieved >= target if higher_is_better else achieved <= target:
+                met.append(f"{what} {achieved:.2f}x")
+                continue
+            asked = target * theirs
+            limits = [
+                (limit_name, value)
+                for limit_name, cell in zip(limit_names, (raw, floor), strict=True)
+                if cell is not None and (value := figure(cell)) is not None
+            ]
+            room = all(asked <= value if higher_is_better else asked >= value for _name, value in limits)
+            shown = (
+                ", ".join(f"{limit_name} {value:,.0f}" for limit_name, value in limits) or "no limit measured"
+            )
+            detail = f"{what} {achieved:.2f}x: {verb} {asked:,.0f} {unit} (ours {mine:,.0f}; {shown})"
+            (missed if room else out_of_reach).append(detail)
+    return [
+        f"- **Met ({len(met)}):** {'; '.join(met) or 'none'}.",
+        f"- **Missed with room under the limits ({len(missed)}){':' if missed else ': none.'}**",
+        *(f"  - {detail}" for detail in missed),
+        f"- **Out of reach in this run ({len(out_of_reach)}){':' if out_of_reach else ': none.'}**",
+        *(f"  - {detail}" for detail in out_of_reach),
+    ]
 
 
 def machine_description(url: str) -> list[str]:
@@ -1204,6 +1270,17 @@ def render(
             *floor_lines,
             "",
         ]
+    lines += [
+        "### The targets in this run",
+        "",
+        "Each target above (a throughput ratio, and the CPU ratio where issue 5 sets one) is met, missed",
+        "with room for it under every limit this run measured (the broker limit, and the asyncio floor",
+        "where it ran), or out of reach: a limit is below what the target asks (more msg/s than the",
+        "limit made, or less CPU per message than the raw client or the floor spent).",
+        "",
+        *targets_summary(cells, plan),
+        "",
+    ]
     if memory:
         lines += [
             "## Memory",

@@ -174,6 +174,49 @@ def test_api_bench_report_compares_round_trips_with_the_floor() -> None:
     assert "| consume_callback | 100 B | 8," not in report.split("### Against bare asyncio")[1]
 
 
+def test_api_bench_report_sorts_the_targets_by_what_the_limits_allow() -> None:
+    api_bench = importlib.import_module("api_bench")
+    args = api_bench.parse_args(["--url", "amqp://guest:guest@127.0.0.1:1/"])
+    plan = api_bench.build_plan(["publish_confirm_500", "consume_callback", "rpc"], [100], 0.1)
+
+    def cell(rate: float, cpu_us: float) -> object:
+        return api_bench.Cell([{"ok": True, "count": 1000, "wall": 1000 / rate, "cpu": cpu_us * 1000 / 1e6}])
+
+    cells = {
+        # 6x aio-pika, at a tenth of its CPU: both met.
+        ("publish_confirm_500", 100, "ours"): cell(60_000, 10),
+        ("publish_confirm_500", 100, "reference"): cell(10_000, 100),
+        ("publish_confirm_500", 100, "raw"): cell(90_000, 2),
+        ("publish_confirm_500", 100, "floor"): cell(80_000, 3),
+        # 3x where 4x needs 40,000, under both limits; CPU 0.3x where 0.2x allows 20 µs, above both floors.
+        ("consume_callback", 100, "ours"): cell(30_000, 30),
+        ("consume_callback", 100, "reference"): cell(10_000, 100),
+        ("consume_callback", 100, "raw"): cell(50_000, 4),
+        ("consume_callback", 100, "floor"): cell(45_000, 6),
+        # 2x where 3x needs 3,000, more than the floor's 2,500 (the broker limit would allow it).
+        ("rpc", 100, "ours"): cell(2_000, 150),
+        ("rpc", 100, "reference"): cell(1_000, 450),
+        ("rpc", 100, "raw"): cell(3_500, 70),
+        ("rpc", 100, "floor"): cell(2_500, 80),
+    }
+    now = api_bench.datetime.datetime.now().astimezone()
+    report = api_bench.render(args, plan, 1, cells, {}, {}, [], None, [], now, now, "0 0 0")
+    summary = report.split("### The targets in this run")[1].split("\n## ")[0]
+    assert "- **Met (2):** publish_confirm_500 100 B 6.00x; CPU of publish_confirm_500 100 B 0.10x." in (
+        summary
+    )
+    assert (
+        "- **Missed with room under the limits (2):**\n"
+        "  - consume_callback 100 B 3.00x: needs 40,000 msg/s "
+        "(ours 30,000; broker limit 50,000, floor 45,000)\n"
+        "  - CPU of consume_callback 100 B 0.30x: allows 20 µs/msg (ours 30; raw 4, floor 6)\n"
+    ) in summary
+    assert (
+        "- **Out of reach in this run (1):**\n"
+        "  - rpc 100 B 2.00x: needs 3,000 msg/s (ours 2,000; broker limit 3,500, floor 2,500)\n"
+    ) in summary
+
+
 @pytest.mark.parametrize("chunk", [1, 7, 8, 100, 4096, 65543, 1 << 20])
 def test_asyncio_floor_consumer_reads_frames_cut_anywhere(chunk: int) -> None:
     """The floor's consumer parses a stream cut at any point: every message counted, every read acked."""
