@@ -14,6 +14,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -110,6 +111,37 @@ def test_report_names_the_revision_and_ignores_its_own_earlier_copy(
     assert api_bench.git_revision(None) == f"{head} + uncommitted changes"
     (tmp_path / "code.py").write_text("x = 2\n")
     assert api_bench.git_revision(str(report)) == f"{head} + uncommitted changes"
+
+
+def test_backends_are_measured_in_one_alternation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """trio / native compares runs made side by side, each backend on its own loop, not figures
+    taken minutes apart."""
+    api_bench = importlib.import_module("api_bench")
+    calls: list[tuple[str, str, str, str | None, int]] = []
+
+    def run_one(impl: Any, spec: Any, timeout: float, log: Any) -> dict[str, Any]:
+        calls.append((impl.label, spec.impl, spec.loop, spec.backend, spec.size))
+        return {"ok": True, "count": 10, "wall": 1.0, "cpu": 0.001, "elapsed": 1.0}
+
+    monkeypatch.setattr(api_bench, "run_one", run_one)
+    plan = [("consume_callback", 100, 10), ("publish_noconfirm", 100, 10)]
+    python = sys.executable
+    cells = api_bench.throughput(api_bench.backend_impls(python), plan, 3, "amqp://x/", 1.0, lambda _: None)
+
+    ways = {
+        "native": ("ours", "asyncio", None),
+        "anyio": ("ours", "asyncio", "anyio"),
+        "trio": ("ours", "trio", None),
+    }
+    assert all((impl, loop, backend) == ways[label] for label, impl, loop, backend, _ in calls)
+    # Each repetition runs all three before the next repetition starts, in a rotating order.
+    labels = [label for label, *_ in calls]
+    assert len(labels) == 2 * 3 * 3
+    for start in range(0, len(labels), 3):
+        assert sorted(labels[start : start + 3]) == ["anyio", "native", "trio"]
+    assert labels[0] != labels[3]
+    assert set(cells) == {(s, 100, label) for s, _, _ in plan for label in ways}
+    assert all(len(cell.runs) == 3 for cell in cells.values())
 
 
 @pytest.mark.broker
