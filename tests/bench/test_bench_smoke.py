@@ -117,23 +117,24 @@ def test_backends_are_measured_in_one_alternation(monkeypatch: pytest.MonkeyPatc
     """trio / native compares runs made side by side, each backend on its own loop, not figures
     taken minutes apart."""
     api_bench = importlib.import_module("api_bench")
-    calls: list[tuple[str, str, str, str | None, int]] = []
+    calls: list[tuple[str, str, str, str | None]] = []
 
     def run_one(impl: Any, spec: Any, timeout: float, log: Any) -> dict[str, Any]:
-        calls.append((impl.label, spec.impl, spec.loop, spec.backend, spec.size))
+        calls.append((impl.label, spec.impl, spec.loop, spec.backend))
         return {"ok": True, "count": 10, "wall": 1.0, "cpu": 0.001, "elapsed": 1.0}
 
     monkeypatch.setattr(api_bench, "run_one", run_one)
     plan = [("consume_callback", 100, 10), ("publish_noconfirm", 100, 10)]
-    python = sys.executable
-    cells = api_bench.throughput(api_bench.backend_impls(python), plan, 3, "amqp://x/", 1.0, lambda _: None)
+    cells = api_bench.throughput(
+        api_bench.backend_impls(sys.executable), plan, 3, "amqp://x/", 1.0, lambda _: None
+    )
 
     ways = {
         "native": ("ours", "asyncio", None),
         "anyio": ("ours", "asyncio", "anyio"),
         "trio": ("ours", "trio", None),
     }
-    assert all((impl, loop, backend) == ways[label] for label, impl, loop, backend, _ in calls)
+    assert all((impl, loop, backend) == ways[label] for label, impl, loop, backend in calls)
     # Each repetition runs all three before the next repetition starts, in a rotating order.
     labels = [label for label, *_ in calls]
     assert len(labels) == 2 * 3 * 3
