@@ -330,7 +330,6 @@ def free_port() -> int:
 
 
 def test_tornado_example_publishes_and_subscribes_over_http(vhost: str) -> None:
-    pytest.importorskip("tornado")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with background(EXAMPLES / "tornado_pubsub.py", env=example_env(vhost, PORT=str(port))) as server:
@@ -475,5 +474,4 @@ def test_demo() -> None:
 
 
 def test_trio_demo() -> None:
-    pytest.importorskip("trio")
     check_demo_output(run(EXAMPLES / "trio_demo.py", env=example_env()))
