@@ -289,7 +289,8 @@ async def test_publishes_awaiting_confirms_fail_on_loss(
                 async with anyio.create_task_group() as group:
                     for n in range(50):
                         group.start_soon(publish, n)
-                    await anyio.sleep(0.5)
+                    # The broker blocks the connection at the first publish it reads, and reads no more.
+                    await wait_until(lambda: connection.blocked is not None)
                     assert len(results) < 50
                     await in_thread(private_node.close_all_connections)
             finally:

@@ -680,6 +680,7 @@ class PrivateNode:
         1``); ``"disk"`` sets the free disk limit to a petabyte (``set_disk_free_limit``). RabbitMQ blocks
         a connection when it publishes under the alarm: it stops reading from its socket and, when the
         client announced the ``connection.blocked`` capability, sends ``Connection.Blocked``.
+        Returns once the node lists the alarm, so that anything published afterwards meets it.
         :meth:`unblock_publishers` clears the alarm (``Connection.Unblocked`` follows); a restart does too.
         """
         if resource == "memory":
@@ -695,6 +696,14 @@ class PrivateNode:
         else:
             raise ValueError(f"resource must be 'memory' or 'disk', not {resource!r}")
         self._blocked = resource
+        # The monitor hands the alarm to rabbit_alarm asynchronously, and rabbit_alarm tells the connection
+        # processes: until it lists the alarm, a publish sent now may still be read as if there were none.
+        # Once it does, every connection process has the alarm queued ahead of anything sent after.
+        deadline = time.monotonic() + 30
+        while resource not in self.alarms():
+            if time.monotonic() > deadline:
+                raise PrivateNodeError(f"the {resource} alarm did not go on within 30 s")
+            time.sleep(0.02)
 
     def unblock_publishers(self) -> None:
         """Clear the alarm :meth:`block_publishers` raised (the node's boot-time limit comes back)."""
