@@ -568,12 +568,14 @@ class Connection:
         """Send a heartbeat when nothing was sent for half the interval; detect a silent broker."""
         if not self.heartbeat or self.state not in (ConnectionState.OPEN, ConnectionState.CLOSING):
             return []
-        silence = now - self._last_received
-        if silence >= 2 * self.heartbeat:
+        # Compared with the very sums next_timer() returns: `now - last >= interval` can be false at
+        # `now == last + interval` (the sum rounds down), and a driver woken at the deadline it was
+        # given would then find nothing done and the same deadline again.
+        if now >= self._last_received + 2 * self.heartbeat:
             self.state = ConnectionState.CLOSED
             self._channels.clear()
-            return [HeartbeatTimeout(silence)]
-        if now - self._last_sent >= self.heartbeat / 2:
+            return [HeartbeatTimeout(now - self._last_received)]
+        if now >= self._last_sent + self.heartbeat / 2:
             self._out.append(codec.HEARTBEAT_FRAME)
             self._last_sent = now
         return []
@@ -1647,7 +1649,27 @@ def _copy_out(buf: bytes | bytearray, start: int, end: int) -> bytes:
 
 
 def _table(arguments: FieldTable | None) -> dict[str, Any]:
-    return dict(arguments) if arguments else {}
+    if not arguments:
+        return {}
+    table = dict(arguments)
+    _check_keys(table)
+    return table
+
+
+def _check_keys(value: Any) -> None:
+    """Refuse field-table keys that are not ``str`` (in nested tables and arrays too).
+
+    pamqp, which encodes method arguments, calls each key's ``encode()``: any other key escaped as an
+    ``AttributeError`` instead of the caller-misuse error every other unencodable argument raises.
+    """
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise LocalProtocolError(f"field table keys must be str, not {type(key).__name__}: {key!r}")
+            _check_keys(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_keys(item)
 
 
 def _build(kind: type[_Method], *arguments: Any) -> _Method:

@@ -799,6 +799,36 @@ def test_misuse_raises_local_errors_and_queues_nothing() -> None:
     assert peer.feed(method(1, commands.Basic.QosOk())) == [MethodReply(1, commands.Basic.QosOk())]
 
 
+@pytest.mark.parametrize(
+    "arguments",
+    [{1: "x"}, {b"x-max-length": 10}, {"x-nested": {2: "x"}}, {"x-array": [{3: "x"}]}],
+    ids=["int", "bytes", "nested", "in-array"],
+)
+@pytest.mark.parametrize("command", ["queue_declare", "exchange_declare", "queue_bind", "basic_consume"])
+def test_method_arguments_with_keys_that_are_not_str_are_caller_misuse(
+    command: str, arguments: dict[Any, Any]
+) -> None:
+    # Message headers with such keys were refused as LocalProtocolError, but the same table as the
+    # arguments of a declare, bind or consume escaped pamqp as an AttributeError.
+    peer = opened()
+    channel = peer.open_channel()
+    c = peer.connection
+    calls: dict[str, Callable[[], None]] = {
+        "queue_declare": lambda: c.queue_declare(channel, "q", arguments=arguments),
+        "exchange_declare": lambda: c.exchange_declare(channel, "x", "topic", arguments=arguments),
+        "queue_bind": lambda: c.queue_bind(channel, "q", "x", "rk", arguments=arguments),
+        "basic_consume": lambda: c.basic_consume(channel, "q", "ctag", arguments=arguments),
+    }
+    with pytest.raises(LocalProtocolError, match="field table keys must be str"):
+        calls[command]()
+    assert not c.has_data_to_send
+    # Nothing was half done: the channel takes the command with good arguments, and its reply.
+    c.queue_declare(channel, "q", arguments={"x-max-length": 10})
+    assert [type(m) for m in peer.sent_methods()] == [commands.Queue.Declare]
+    (reply,) = peer.feed(method(channel, commands.Queue.DeclareOk("q", 0, 0)))
+    assert isinstance(reply, MethodReply)
+
+
 def test_publish_splits_bodies_to_frame_max() -> None:
     peer = opened(frame_max=4096)
     peer.open_channel()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from pamqp import commands
 
 from amqp_core import Connection, HeartbeatTimeout
@@ -121,3 +123,49 @@ def test_timer_while_closing() -> None:
     c.data_to_send(1.0)
     assert c.next_timer() == 6.0
     assert c.handle_timer(21.0) == [HeartbeatTimeout(21.0)]
+
+
+# A monotonic clock's value: seconds since boot, or a test's virtual time starting at 0.
+clock = st.floats(min_value=0.0, max_value=1e7, allow_nan=False, allow_infinity=False)
+
+
+def test_the_timer_makes_progress_when_called_at_the_deadline_it_gave() -> None:
+    # last_sent + 30 rounds down, so at that very deadline `now - last_sent` is a hair under 30: the
+    # heartbeat was neither sent nor the deadline moved, and a driver that sleeps until next_timer()
+    # and calls handle_timer() (aio_pika's heartbeat loop, under a virtual clock) spun on it forever.
+    peer = Peer(heartbeat=60)
+    peer.handshake(heartbeat=60)
+    c = peer.connection
+    now = 4079.0175090742455
+    c.receive_data(HEARTBEAT, now)
+    c.open_channel()
+    assert c.data_to_send(now)
+    deadline = c.next_timer()
+    assert deadline == now + 30
+    assert c.handle_timer(deadline) == []
+    assert c.data_to_send(deadline) == HEARTBEAT
+    next_deadline = c.next_timer()
+    assert next_deadline is not None and next_deadline > deadline
+
+
+@given(sent=clock, received=clock, interval=st.integers(1, 65535))
+@example(sent=4079.0175090742455, received=4079.0175090742455, interval=60)  # last_sent + 30 rounds down
+@example(sent=4100.0, received=4002.353689016469, interval=60)  # last_received + 120 rounds down
+def test_handle_timer_at_next_timer_always_acts(sent: float, received: float, interval: int) -> None:
+    peer = Peer(heartbeat=interval)
+    peer.handshake(heartbeat=interval)
+    c = peer.connection
+    c.receive_data(HEARTBEAT, received)
+    c.open_channel()
+    c.data_to_send(sent)
+    deadline = c.next_timer()
+    assert deadline is not None
+    events = c.handle_timer(deadline)
+    if events:
+        (timeout,) = events
+        assert isinstance(timeout, HeartbeatTimeout) and c.closed
+    else:
+        # The heartbeat went out: the next deadline is later than this one.
+        assert c.data_to_send(deadline) == HEARTBEAT
+        next_deadline = c.next_timer()
+        assert next_deadline is not None and next_deadline > deadline
