@@ -122,6 +122,14 @@ class _AnyioStream(Stream):
                         await self._stream.send(data)
                     if closing:
                         break
+        except anyio.ClosedResourceError as exc:
+            # Only the reader closes the byte stream, when it ends (end of stream, an error, abort):
+            # a send it cut off is no failure of the writer's, and the reader reports the end. anyio
+            # on trio reports any send that ends once the socket is closed as this, a cancelled one
+            # too; when it failed with the socket's own error (a reset its system call consumed, so
+            # that the reader saw a plain end of stream), that error is the context, and the cause.
+            if isinstance(exc.__context__, OSError) and self._error is None:
+                self._error = exc.__context__
         except (anyio.BrokenResourceError, OSError) as exc:  # OSError: ssl.SSLError from TLS
             self._fail(exc)
         except Exception as exc:  # from data_to_send: it ends the stream, and gets logged

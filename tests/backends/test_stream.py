@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import struct
 from collections.abc import Callable
@@ -351,6 +352,53 @@ async def test_connection_lost_reports_a_reset(make_backend: Callable[[], Backen
             await anyio.sleep(0.05)
     [error] = recorder.lost
     assert isinstance(error, ConnectionResetError)
+
+
+BODY = b"x" * (4 * 1024 * 1024)  # far more than the socket buffers: the writer blocks in send
+
+
+def errors_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+
+
+async def test_peer_closing_while_a_write_is_blocked_is_no_failure(
+    make_backend: Callable[[], Backend], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The broker ends the stream while a large publish waits for room. The writer cut off in the
+    # middle of its send is no failure of its own: the end is reported once, as the end of stream
+    # (or the reset that the unread data then causes), and nothing is logged as an error.
+    producer = PieceProducer([[b"head", memoryview(BODY), b"tail"]])
+    with listener(receive_buffer=64 * 1024) as server:
+        async with make_backend() as backend:
+            stream = await backend.connect_tcp("127.0.0.1", server.getsockname()[1], producer)
+            with accept(server) as peer:
+                stream.wake_writer()
+                assert await recv(peer)  # the write started; the rest waits for room
+                peer.shutdown(socket.SHUT_WR)  # end of stream for the reader, nothing read any more
+                await wait_until(lambda: stream.is_closing)
+            await wait_until(lambda: bool(producer.lost))
+    [end] = producer.lost
+    assert end is None or isinstance(end, ConnectionError), repr(end)
+    assert errors_logged(caplog) == []
+
+
+async def test_peer_resetting_while_a_write_is_blocked_reports_the_reset(
+    make_backend: Callable[[], Backend], caplog: pytest.LogCaptureFixture
+) -> None:
+    producer = PieceProducer([[b"head", memoryview(BODY), b"tail"]])
+    with listener(receive_buffer=64 * 1024) as server:
+        async with make_backend() as backend:
+            stream = await backend.connect_tcp("127.0.0.1", server.getsockname()[1], producer)
+            with accept(server) as peer:
+                stream.wake_writer()
+                assert await recv(peer)
+                # closing with a zero linger time sends RST
+                peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await wait_until(lambda: bool(producer.lost))
+            assert stream.is_closing
+    [error] = producer.lost
+    assert isinstance(error, ConnectionError), error
+    assert errors_logged(caplog) == []
 
 
 async def test_connection_lost_once_when_we_close(make_backend: Callable[[], Backend]) -> None:
