@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import uuid
 import warnings
+from asyncio import CancelledError
 from collections import deque
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Literal
@@ -49,7 +50,7 @@ from .exchange import Exchange
 from .log import get_logger
 from .message import IncomingMessage, ReturnedMessage, settle_error
 from .queue import Queue
-from .tools import DONE, CallbackCollection, Completed, Deferred, is_coroutine_callable
+from .tools import DONE, CallbackCollection, Completed, Deferred, is_coroutine_callable, is_stray_cancellation
 from .transaction import Transaction
 
 if TYPE_CHECKING:
@@ -181,6 +182,11 @@ class _Consumer:
         except Exception:
             log.exception("Consumer callback %r failed on message %r", self.callback, message.delivery_tag)
             return
+        except CancelledError as error:
+            # A plain function cannot be cancelled: it raised this itself (result() of a cancelled
+            # future). Let out, it would abort the processing of the received data that called it.
+            log.error("Consumer callback %r raised CancelledError", self.callback, exc_info=error)
+            return
         if result is not None and not isinstance(result, Completed) and hasattr(result, "__await__"):
             # A plain function that returned an awaitable (a lambda around a coroutine, …).
             self.pending.append(result)
@@ -239,6 +245,11 @@ class _Consumer:
                             await item
                     except Exception:
                         log.exception("Consumer callback %r failed", callback)
+                    except BaseException as error:
+                        if not is_stray_cancellation(error):
+                            raise  # this worker is cancelled: the connection is closing
+                        # The callback awaited something cancelled elsewhere: it failed, this worker goes on.
+                        log.error("Consumer callback %r raised CancelledError", callback, exc_info=error)
                     # Not kept alive while this worker waits for the next message, which may be
                     # long: its body may be megabytes.
                     del item
@@ -952,10 +963,7 @@ class Channel(AbstractChannel):
         self, consumer_tag: str, timeout: TimeoutType = None, nowait: bool = False
     ) -> commands.Basic.CancelOk | None:
         if nowait:
-            self._send(lambda core, number: core.basic_cancel(number, consumer_tag, nowait=True))
-            consumer = self._consumers.pop(consumer_tag, None)
-            if consumer is not None:
-                consumer.stop(None, drop_pending=False)
+            self._cancel_nowait(consumer_tag)
             return None
 
         def on_late(reply: Any) -> None:
@@ -970,6 +978,15 @@ class Channel(AbstractChannel):
         if consumer is not None:
             consumer.stop(None, drop_pending=False)
         return result
+
+    def _cancel_nowait(self, consumer_tag: str) -> None:
+        """Send ``Basic.Cancel`` with ``nowait`` and forget the consumer at once: what arrives for it from now
+        on goes back to the queue (see :meth:`_drop_delivery`). Needs no await, so it works in a task that
+        is being cancelled; cancelling a consumer the broker no longer knows is harmless."""
+        self._send(lambda core, number: core.basic_cancel(number, consumer_tag, nowait=True))
+        consumer = self._consumers.pop(consumer_tag, None)
+        if consumer is not None:
+            consumer.stop(None, drop_pending=False)
 
     def _on_delivery(self, event: Delivery) -> None:
         consumer = self._consumers.get(event.consumer_tag)

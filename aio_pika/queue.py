@@ -289,10 +289,21 @@ class QueueIterator(AbstractQueueIterator):
             waiter.set_result(None)
         tag, self._consumer_tag = self._consumer_tag, None
         channel = self._amqp_queue.channel
-        if tag is not None and not channel.is_closed:
-            with contextlib.suppress(ChannelInvalidStateError):
-                await channel._cancel(tag, timeout=self.DEFAULT_CLOSE_TIMEOUT)
-        self._requeue_buffer()
+        try:
+            if tag is not None and not channel.is_closed:
+                try:
+                    with contextlib.suppress(ChannelInvalidStateError):
+                        await channel._cancel(tag, timeout=self.DEFAULT_CLOSE_TIMEOUT)
+                except BaseException:
+                    # Cancelled (a cancel scope stays cancelled: on trio and anyio every await fails) or no
+                    # CancelOk in time: the Basic.Cancel may not even have been sent. Cancel without
+                    # waiting, so no consumer is left filling a buffer nobody reads.
+                    if not channel.is_closed:
+                        with contextlib.suppress(ChannelInvalidStateError):
+                            channel._cancel_nowait(tag)
+                    raise
+        finally:
+            self._requeue_buffer()
 
     def _requeue_buffer(self) -> None:
         buffer = self._buffer
@@ -339,5 +350,13 @@ class QueueIterator(AbstractQueueIterator):
                     await waiter.wait()
             except TimeoutError:
                 await self.close()
+                raise
+            except GeneratorExit:
+                raise  # the coroutine is being closed: it may not await any more
+            except BaseException:
+                # Cancelled while waiting: as aio-pika, close the iterator, so that a bare `async for` in a
+                # task that gets cancelled leaves no consumer behind taking the queue's messages.
+                with contextlib.suppress(Exception):
+                    await self.close()
                 raise
         return buffer.popleft()

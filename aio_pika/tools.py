@@ -116,6 +116,24 @@ class Deferred:
             self._running.close()
 
 
+def is_stray_cancellation(error: BaseException) -> bool:
+    """Whether ``error`` is a ``CancelledError`` that user code raised by itself (it awaited a future or a
+    task that something else cancelled) while the running task was not being cancelled.
+
+    Such an error ends one callback, as it ends aio-pika's task for that callback; let out of a task of the
+    connection's backend it would pass for the cancellation of that task, and in a task group (the anyio
+    backend) cancel the whole group: the connection and the user's code around it. On trio user code cannot
+    raise a cancellation by itself.
+    """
+    if not isinstance(error, asyncio.CancelledError):
+        return False
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no asyncio event loop runs here
+        return False
+    return task is not None and task.cancelling() == 0
+
+
 class CallbackResult:
     """The awaitables the callbacks of one :meth:`CallbackCollection.__call__` returned.
 
@@ -137,6 +155,10 @@ class CallbackResult:
                 await awaitable
             except Exception:
                 log.exception("Callback %r failed", awaitable)
+            except BaseException as error:
+                if not is_stray_cancellation(error):
+                    raise
+                log.error("Callback %r raised CancelledError", awaitable, exc_info=error)
 
     def close(self) -> None:
         """Drop the awaitables without running them (closing coroutines, so Python does not warn)."""
@@ -252,7 +274,9 @@ class CallbackCollection(MutableSet[Any]):
                     awaitables.extend(result.awaitables)
                 elif inspect.isawaitable(result) and not isinstance(result, Completed):
                     awaitables.append(result)
-            except Exception:
+            except (Exception, asyncio.CancelledError):
+                # A plain call cannot be cancelled: a CancelledError is the callback's own failure, and
+                # the callbacks may be called while received data is processed, which must go on.
                 log.exception("Callback %r failed", callback)
         if not awaitables:
             return STUB_AWAITABLE

@@ -3,6 +3,7 @@ concurrency, and the queue iterator."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 
 import anyio
@@ -31,6 +32,26 @@ async def ready_count(connection: aio_pika.Connection, queue_name: str) -> int:
         return int(result.declaration_result.message_count)
     finally:
         await channel.close()
+
+
+async def queue_counts(connection: aio_pika.Connection, queue_name: str) -> tuple[int, int]:
+    """(ready messages, consumers) of a queue, asked on a fresh channel."""
+    channel = await connection.channel()
+    try:
+        queue = await channel.declare_queue(queue_name, passive=True)
+        result = queue.declaration_result
+        return result.message_count or 0, result.consumer_count or 0
+    finally:
+        await channel.close()
+
+
+async def wait_for_counts(
+    connection: aio_pika.Connection, queue_name: str, expected: tuple[int, int]
+) -> None:
+    """Poll the broker until the queue has ``expected`` (ready messages, consumers)."""
+    with anyio.fail_after(WAIT):
+        while await queue_counts(connection, queue_name) != expected:
+            await anyio.sleep(0.01)
 
 
 async def wait_until(predicate: object, timeout: float = WAIT) -> None:
@@ -495,3 +516,148 @@ async def test_stopping_a_consumer_whose_idle_worker_was_cancelled(
     await wait_until(lambda: consumer.workers == 0)
     assert consumer.waking == 0
     await queue.cancel(tag)
+
+
+# ---- cancellation: of the iterating task, and raised by callbacks themselves --------------------------
+
+
+async def test_cancelled_iteration_cancels_the_consumer(
+    connection: aio_pika.Connection, names: Names
+) -> None:
+    """aio-pika closes an iterator whose ``__anext__`` is cancelled: a bare ``async for`` in a task that is
+    cancelled must not leave a consumer behind that takes the queue's messages into a buffer nobody reads."""
+    channel = await connection.channel()
+    queue = await channel.declare_queue(names.queue(), arguments=expiring())
+    iterator = queue.iterator()
+    seen: list[bytes] = []
+    got_one = anyio.Event()
+
+    async def consume() -> None:
+        async for message in iterator:
+            seen.append(message.body)
+            await message.ack()
+            got_one.set()
+
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as group:
+            group.start_soon(consume)
+            await publish(channel, queue, b"1")
+            await got_one.wait()
+            group.cancel_scope.cancel()  # consume() is waiting in __anext__ for the next message
+    assert seen == [b"1"]
+    assert iterator.consumer_tag is None
+    await wait_for_counts(connection, queue.name, (0, 0))
+    await publish(channel, queue, b"2", b"3")
+    assert await queue_counts(connection, queue.name) == (2, 0)  # nobody took them
+    assert not channel.is_closed
+
+
+async def test_iterator_closed_under_cancellation_requeues_its_buffer(
+    connection: aio_pika.Connection, names: Names
+) -> None:
+    """Leaving ``async with queue.iterator()`` because the task is cancelled (a level-triggered cancel
+    scope: trio, anyio) still cancels the consumer and gives the buffered messages back to the queue."""
+    channel = await connection.channel()
+    await channel.set_qos(prefetch_count=10)
+    queue = await channel.declare_queue(names.queue(), arguments=expiring())
+    await publish(channel, queue, b"1", b"2", b"3")
+    iterator = queue.iterator()
+    inside = anyio.Event()
+
+    async def consume() -> None:
+        async with iterator:
+            async for message in iterator:
+                await message.ack()
+                inside.set()
+                await anyio.sleep_forever()
+
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as group:
+            group.start_soon(consume)
+            await inside.wait()
+            # All three were delivered (prefetch 10): the other two wait in the iterator's buffer.
+            await wait_for_counts(connection, queue.name, (0, 1))
+            group.cancel_scope.cancel()
+    assert iterator.consumer_tag is None
+    await wait_for_counts(connection, queue.name, (2, 0))
+    assert not channel.is_closed
+
+
+ON_ASYNCIO = pytest.mark.parametrize(
+    "variant",
+    [("asyncio", "asyncio"), ("asyncio", "anyio")],
+    ids=["asyncio-native", "anyio-on-asyncio"],
+    indirect=True,
+)
+
+
+@ON_ASYNCIO
+async def test_callback_raising_cancelled_error_spares_the_connection(
+    connection: aio_pika.Connection, names: Names
+) -> None:
+    """A coroutine callback that ends with a CancelledError of its own (it awaited a future or a task that
+    something else cancelled) fails like any callback: aio-pika's task for that message ends, the others go
+    on. It must not cancel the connection's task group (the anyio backend) and the user's code with it."""
+    channel = await connection.channel()
+    queue = await channel.declare_queue(names.queue(), arguments=expiring())
+    seen: list[bytes] = []
+    after = anyio.Event()
+
+    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        seen.append(message.body)
+        if message.body == b"boom":
+            future = asyncio.get_running_loop().create_future()
+            future.cancel()
+            await future  # raises CancelledError; this task was not cancelled
+        await message.ack()
+        if message.body == b"after":
+            after.set()
+
+    await queue.consume(on_message)
+    with anyio.fail_after(WAIT):
+        await publish(channel, queue, b"boom", b"after")
+        await after.wait()
+    assert seen == [b"boom", b"after"]
+    assert not channel.is_closed
+    assert not connection.is_closed
+
+
+@ON_ASYNCIO
+async def test_plain_callback_raising_cancelled_error_spares_the_connection(
+    connection: aio_pika.Connection, names: Names
+) -> None:
+    """A plain callback that raises CancelledError (``future.result()`` of a cancelled future) fails like
+    any callback: the received data's processing, which called it, goes on; the connection stays up."""
+    channel = await connection.channel()
+    queue = await channel.declare_queue(names.queue(), arguments=expiring())
+    seen: list[bytes] = []
+    after = anyio.Event()
+
+    def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        seen.append(message.body)
+        if message.body == b"boom":
+            future = asyncio.get_running_loop().create_future()
+            future.cancel()
+            future.result()  # raises CancelledError
+        message.ack()
+        if message.body == b"after":
+            after.set()
+
+    returned = anyio.Event()
+
+    def on_return(_channel: aio_pika.abc.AbstractChannel, message: aio_pika.IncomingMessage) -> None:
+        returned.set()
+        raise asyncio.CancelledError
+
+    channel.return_callbacks.add(on_return)
+    await queue.consume(on_message)
+    with anyio.fail_after(WAIT):
+        await publish(channel, queue, b"boom", b"after")
+        await after.wait()
+        await channel.default_exchange.publish(aio_pika.Message(b"r"), routing_key=names.queue("unrouted"))
+        await returned.wait()
+        await publish(channel, queue, b"last")
+        await queue.cancel(await queue.consume(lambda message: None))  # a round trip on the channel
+    assert seen[:2] == [b"boom", b"after"]
+    assert not channel.is_closed
+    assert not connection.is_closed
