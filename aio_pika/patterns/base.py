@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import pickle
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-__all__ = ("Base", "CallbackType", "Method", "Proxy", "call_maybe_async")
+__all__ = ("Base", "CallbackType", "Method", "Proxy", "call_maybe_async", "running_loop")
 
 T = TypeVar("T")
 CallbackType = Callable[..., Awaitable[T]] | Callable[..., T]
@@ -70,3 +71,12 @@ async def call_maybe_async(func: Callable[..., Any], kwargs: dict[str, Any]) -> 
     if inspect.isawaitable(result):
         result = await result
     return result
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The running asyncio event loop (aio-pika's patterns keep it as ``.loop``, which subclasses use, e.g.
+    ``self.loop.run_in_executor``), or None where there is none (trio)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, DeliveryMode
 from aio_pika.message import Message
+from aio_pika.tools import ensure_awaitable
 
-from .base import Base, CallbackType, Proxy, call_maybe_async
+from .base import Base, CallbackType, Proxy, call_maybe_async, running_loop
 
 if TYPE_CHECKING:
     from aio_pika.queue import Queue
@@ -136,7 +137,7 @@ class Master(Base):
         :param reject_on_redelivered: reject without requeueing a task that was already redelivered.
         """
         self.channel = channel
-        self.loop: Any = None
+        self.loop: Any = running_loop()
         self.proxy = Proxy(self.create_task)
         self._requeue = requeue
         self._reject_on_redelivered = reject_on_redelivered
@@ -179,7 +180,9 @@ class Master(Base):
         """Declare the queue ``queue_name`` (``kwargs`` go to ``declare_queue``) and run ``func(**task)`` for
         each task in it. ``func`` may be a plain or a coroutine function."""
         queue = await self.create_queue(queue_name, **kwargs)
-        consumer_tag = await queue.consume(partial(self.on_message, func))
+        # execute() gets a coroutine function, as in aio-pika, whose own execute() (which overrides copy)
+        # is `await func(**kwargs)`.
+        consumer_tag = await queue.consume(partial(self.on_message, ensure_awaitable(func)))
         return Worker(queue, consumer_tag, self.loop)
 
     async def create_task(

@@ -41,10 +41,11 @@ from functools import partial
 from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, DeliveryMode, ExchangeType, TimeoutType
-from aio_pika.exceptions import ChannelInvalidStateError, MessageProcessError
+from aio_pika.exceptions import ChannelClosed, ConnectionClosed, MessageProcessError
 from aio_pika.message import Message
+from aio_pika.tools import ensure_awaitable
 
-from .base import Base, CallbackType, Proxy, call_maybe_async
+from .base import Base, CallbackType, Proxy, call_maybe_async, running_loop
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class RPC(Base):
         :param host_exceptions: also log the exceptions the registered functions raise.
         """
         self.channel = channel
-        self.loop: Any = None
+        self.loop: Any = running_loop()
         self.proxy = Proxy(self.call)
         self.futures: dict[str, Any] = {}  # correlation id -> the future of the outstanding call
         self.routes: dict[str, Callable[..., Any]] = {}
@@ -209,7 +210,16 @@ class RPC(Base):
     def on_close(self, channel: AbstractChannel | None, exc: BaseException | None = None) -> None:
         """The channel closed (or lost its connection): the outstanding calls fail with why."""
         log.debug("Closing RPC futures because %r", exc)
-        self._fail_all(exc if exc is not None else ChannelInvalidStateError("the RPC channel was closed"))
+        if exc is None:
+            # Closed by the user (the close callbacks get no error then). The calls fail as the channel's
+            # own pending operations do, and as in aio-pika: with an AMQPError that callers catch, not a
+            # RuntimeError. The connection is already closed when it is what the user closed.
+            connection = getattr(channel or self.channel, "connection", None)
+            if connection is not None and connection.is_closed:
+                exc = ConnectionClosed(200, "Normal shutdown")
+            else:
+                exc = ChannelClosed(200, "Normal shutdown")
+        self._fail_all(exc)
 
     # ---- the caller side ---------------------------------------------------------------------------
 
@@ -346,7 +356,9 @@ class RPC(Base):
         queue = await self.channel.declare_queue(routing_key, **kwargs)
         if self.rpc_exchange:
             await queue.bind(self.rpc_exchange, routing_key)
-        self.routes[routing_key] = func
+        # execute() gets a coroutine function, as in aio-pika, whose own execute() (which overrides copy)
+        # is `await func(**payload)`; consumer_tags and queues keep the function as given, for unregister.
+        self.routes[routing_key] = ensure_awaitable(func)
         self.queues[func] = queue
         try:
             self.consumer_tags[func] = await queue.consume(partial(self.on_call_message, method_name))

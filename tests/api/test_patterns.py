@@ -386,34 +386,61 @@ async def test_rpc_close_fails_waiting_calls(
         await callee.close()
 
 
-async def test_rpc_channel_closing_fails_waiting_calls(connection: aio_pika.Connection, names: Names) -> None:
+async def pending_call_outcome(
+    callee: Any, caller: Any, names: Names, close: Callable[[], Any]
+) -> BaseException:
+    """Make a call its callee never answers, run ``close()`` while it waits, and return what it raised."""
     release = anyio.Event()
 
     async def hang() -> None:
         await release.wait()
 
+    method = names.queue("hang")
+    await callee.register(method, hang, arguments=expiring())
     outcome: list[BaseException] = []
+
+    async def call() -> None:
+        try:
+            await caller.call(method)
+        except Exception as error:
+            outcome.append(error)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(call)
+        await wait_until(lambda: bool(caller.futures))
+        await close()
+    release.set()
+    assert len(outcome) == 1
+    assert caller.futures == {}
+    return outcome[0]
+
+
+async def test_user_closing_the_rpc_channel_fails_calls_with_channel_closed(
+    connection: aio_pika.Connection, names: Names
+) -> None:
+    """As in aio-pika: a pending call fails with ``ChannelClosed`` (an ``AMQPError``, which callers catch),
+    not with a ``RuntimeError``, when its channel is closed by the user."""
     with anyio.fail_after(LIMIT):
         callee = await rpc_class(names).create(await connection.channel())
-        method = names.queue("hang")
-        await callee.register(method, hang, auto_delete=True)
         caller_channel = await connection.channel()
         caller = await type(callee).create(caller_channel)
+        error = await pending_call_outcome(callee, caller, names, caller_channel.close)
+    assert isinstance(error, exceptions.ChannelClosed), repr(error)
+    assert isinstance(error, exceptions.AMQPError)
 
-        async def call() -> None:
-            try:
-                await caller.call(method)
-            except Exception as error:
-                outcome.append(error)
 
-        async with anyio.create_task_group() as group:
-            group.start_soon(call)
-            await wait_until(lambda: bool(caller.futures))
-            await caller_channel.close()
-        release.set()
-        assert len(outcome) == 1
-        assert isinstance(outcome[0], exceptions.ChannelInvalidStateError | exceptions.ChannelClosed)
-        assert caller.futures == {}
+async def test_user_closing_the_rpc_connection_fails_calls_with_connection_closed(
+    connection: aio_pika.Connection, backend_name: str, names: Names
+) -> None:
+    """As in aio-pika: a pending call fails with ``ConnectionClosed`` (an ``AMQPConnectionError``) when the
+    user closes the caller's connection."""
+    with anyio.fail_after(LIMIT):
+        callee = await rpc_class(names).create(await connection.channel())
+        async with aio_pika.connect(AMQP_URL, backend=backend_name) as other:
+            caller = await type(callee).create(await other.channel())
+            error = await pending_call_outcome(callee, caller, names, other.close)
+    assert isinstance(error, exceptions.ConnectionClosed), repr(error)
+    assert isinstance(error, exceptions.AMQPConnectionError)
 
 
 async def test_json_rpc(channel: aio_pika.Channel, names: Names) -> None:
@@ -640,3 +667,61 @@ async def test_unroutable_task_goes_to_the_return_callbacks(
         master = Master(channel)
         await master.create_task(names.queue("nobody"), kwargs={})
         await wait_until(lambda: "Message returned" in caplog.text)
+
+
+async def test_patterns_loop_is_the_running_event_loop(
+    channel: aio_pika.Channel, names: Names, anyio_backend: str
+) -> None:
+    """aio-pika's ``Master.loop``, ``Worker.loop`` and ``RPC.loop`` are the event loop (code subclassing the
+    patterns uses them, e.g. ``self.loop.run_in_executor``); trio has none."""
+    with anyio.fail_after(LIMIT):
+        master = Master(channel)
+        worker = await master.create_worker(names.queue("w"), lambda: None, arguments=expiring())
+        rpc = await rpc_class(names).create(channel)
+        expected = asyncio.get_running_loop() if anyio_backend == "asyncio" else None
+        assert master.loop is expected
+        assert worker.loop is expected
+        assert rpc.loop is expected
+        if expected is not None:
+            assert await rpc.loop.run_in_executor(None, sum, [1, 2]) == 3
+        await worker.close()
+        await rpc.close()
+
+
+async def test_execute_overrides_may_await_plain_functions(channel: aio_pika.Channel, names: Names) -> None:
+    """``execute(func, payload)`` is the documented extension point, and aio-pika hands it a coroutine
+    function even for a plain function registered (its own ``execute`` is ``await func(**payload)``): an
+    override written that way must work for plain functions too, in RPC and in Master."""
+    executed: list[Any] = []
+
+    class LoggingRPC(rpc_class(names)):  # type: ignore[misc]
+        async def execute(self, func: Any, payload: dict[str, Any]) -> Any:
+            result = await func(**payload)
+            executed.append(result)
+            return result
+
+    class LoggingMaster(Master):
+        @classmethod
+        async def execute(cls, func: Any, kwargs: Any) -> Any:
+            result = await func(**kwargs)
+            executed.append(result)
+            return result
+
+    def add(*, a: int, b: int) -> int:
+        return a + b
+
+    with anyio.fail_after(LIMIT):
+        rpc = await LoggingRPC.create(channel)
+        method = names.queue("add")
+        await rpc.register(method, add, arguments=expiring())
+        assert await rpc.call(method, {"a": 1, "b": 2}) == 3
+        await rpc.unregister(add)  # still known by the function the user registered
+        assert rpc.routes == {} and rpc.consumer_tags == {}
+
+        master = LoggingMaster(channel, requeue=False)
+        queue = names.queue("tasks")
+        await master.create_worker(queue, add, arguments=expiring())
+        await master.create_task(queue, kwargs={"a": 20, "b": 3})
+        await wait_until(lambda: len(executed) == 2)
+        assert executed == [3, 23]
+        await rpc.close()
