@@ -31,6 +31,16 @@ log = get_logger(__name__)
 __all__ = ("RobustChannel",)
 
 
+def _forget_bindings_from(bindings: dict[Any, tuple[str, str, Arguments]], source: str) -> None:
+    """Drop the remembered bindings whose source is the exchange ``source``."""
+    for key in [key for key, (name, _, _) in bindings.items() if name == source]:
+        del bindings[key]
+
+
+class _RestoreAgain(Exception):
+    """A refused restore step closed the channel, which was reopened: its restore starts over."""
+
+
 class RobustChannel(Channel, AbstractRobustChannel):
     """A channel restored after a reconnection (see :func:`aio_pika.connect_robust`).
 
@@ -64,6 +74,7 @@ class RobustChannel(Channel, AbstractRobustChannel):
         self._restored = False  # open, and restored after the last reopening: user calls go ahead
         self._restoring = False  # a restore runs: a channel error does not start another
         self._reopening: Waiter[Any] | None = None  # the restore in progress, for others to wait on
+        self._restore_refused: set[str] = set()  # the steps the broker refused in the restore in progress
         self._ready_event: Event | None = None
         register = getattr(connection, "_register_channel", None)
         if register is not None:
@@ -125,12 +136,52 @@ class RobustChannel(Channel, AbstractRobustChannel):
         if self.is_initialized:
             raise RuntimeError("Already initialized")
         connection_ready = getattr(self._connection, "ready", None)
+        if getattr(self._connection, "_ready_event", None) is None:
+            connection_ready = None  # not a robust connection, or not connected yet
         backend = self._connection._ensure_backend()
-        with backend.timeout(timeout):
-            if connection_ready is not None and getattr(self._connection, "_ready_event", None) is not None:
-                await connection_ready()
-            await super().initialize()
+        try:
+            with backend.timeout(timeout):
+                if connection_ready is not None:
+                    await connection_ready()
+                await super().initialize()
+        except BaseException:
+            # The caller got no channel: a reconnection must not open it behind their back (a channel
+            # leaked on the broker at every reconnection), nor anything wait for it to be restored.
+            self._forget()
+            raise
         self._set_restored(True)
+
+    async def _open(self, timeout: TimeoutType = None) -> None:
+        if self._channel_number is not None:
+            await super()._open(timeout)
+            return
+        self._channel_number = self._unreserved_number()
+        try:
+            await super()._open(timeout)
+        except BaseException:
+            if not self.is_initialized:
+                self._channel_number = None  # never opened: it keeps no number
+            raise
+
+    def _unreserved_number(self) -> int | None:
+        """The lowest channel number neither open nor kept by another robust channel of the connection.
+
+        A robust channel closed by a channel error keeps its number while it is reopened, and after a
+        reconnection every robust channel reopens with its number: a new channel taking it in between
+        would make that reopening, and then every reconnection, fail with "channel N is already in use".
+        None: the core's own choice will do (no robust channel keeps a number)."""
+        channels = getattr(self._connection, "_robust_channels", ())
+        kept = {
+            channel._channel_number
+            for channel in channels
+            if channel is not self and channel._channel_number is not None
+        }
+        if not kept:
+            return None
+        connection = self._connection
+        in_use = kept | connection._channels.keys()
+        channel_max = connection._require_core().channel_max
+        return next((n for n in range(1, channel_max + 1) if n not in in_use), None)
 
     async def _on_open(self) -> None:
         await super()._on_open()
@@ -139,14 +190,18 @@ class RobustChannel(Channel, AbstractRobustChannel):
 
     def close(self, exc: BaseException | None = None) -> Any:
         """Close the channel for good: it is not restored any more."""
+        self._forget()
+        result = super().close(exc)
+        self._on_final_close()
+        return result
+
+    def _forget(self) -> None:
+        """The channel is not restored any more (until an explicit :meth:`reopen`)."""
         self._close_called = True
         self._set_restored(False)
         unregister = getattr(self._connection, "_unregister_channel", None)
         if unregister is not None:
             unregister(self)
-        result = super().close(exc)
-        self._on_final_close()
-        return result
 
     def _on_final_close(self) -> None:
         """Neither the channel nor the connection comes back: stop what waits for a restore."""
@@ -182,7 +237,7 @@ class RobustChannel(Channel, AbstractRobustChannel):
 
     async def _reopen_after_error(self) -> None:
         try:
-            await self.reopen()
+            await self._reopen(None, explicit=False)
         except Exception as error:
             if self._will_restore() and self._connection.is_opened:
                 log.warning("Could not reopen channel %s: %s", self, error)
@@ -191,6 +246,11 @@ class RobustChannel(Channel, AbstractRobustChannel):
 
     async def reopen(self, timeout: TimeoutType = None) -> None:
         """Open the channel again (also after :meth:`close`) and restore everything declared on it."""
+        await self._reopen(timeout, explicit=True)
+
+    async def _reopen(self, timeout: TimeoutType, explicit: bool) -> None:
+        """:meth:`reopen`; without ``explicit`` (the reopening after a channel error) a channel the user
+        closed meanwhile stays closed: only the user's own ``reopen()`` undoes a ``close()``."""
         backend = self._connection._ensure_backend()
         with backend.timeout(timeout):
             connection_ready = getattr(self._connection, "ready", None)
@@ -201,6 +261,8 @@ class RobustChannel(Channel, AbstractRobustChannel):
                 await pending.wait()
                 return
             if self._usable and not self._close_called:
+                return
+            if self._close_called and not explicit:
                 return
             self._close_called = False
             register = getattr(self._connection, "_register_channel", None)
@@ -224,6 +286,7 @@ class RobustChannel(Channel, AbstractRobustChannel):
     def _begin_restore(self) -> Waiter[Any]:
         """A restore starts; the waiter it returns identifies it (and lets others wait for it)."""
         self._restoring = True
+        self._restore_refused = set()
         self._set_restored(False)
         waiter = self._reopening = self._connection._ensure_backend().create_waiter()
         return waiter
@@ -245,21 +308,51 @@ class RobustChannel(Channel, AbstractRobustChannel):
             )
 
     async def _attempt(self, what: str, step: Callable[[], Awaitable[Any]], retry_locked: bool) -> None:
-        """Run one restore step. When the broker refuses it (a channel error), log it, reopen the channel and
-        go on with the next step — except for a locked resource (an exclusive queue the lost connection
-        still holds) with ``retry_locked``: the whole reconnection is tried again later."""
+        """Run one restore step. When the broker refuses it (a channel error), log it and skip it from now
+        on — except for a locked resource (an exclusive queue the lost connection still holds) with
+        ``retry_locked``: the whole reconnection is tried again later.
+
+        The refusal closed the channel, and with it the QoS and the consumers restored so far: the channel
+        is reopened and :class:`_RestoreAgain` makes the restore start over (without the refused steps)."""
+        if what in self._restore_refused:
+            return
         try:
             await step()
         except ChannelClosed as error:
+            if self._close_called:
+                raise  # the user closed the channel meanwhile: it is not reopened
             if retry_locked and isinstance(error, ChannelLockedResource):
                 raise
             log.error("Could not restore the %s on channel %s: %s", what, self, error)
+            self._restore_refused.add(what)
             if self.is_closed:
                 await Channel.reopen(self)
+                raise _RestoreAgain() from None
 
     async def _restore_open(self, retry_locked: bool) -> None:
-        """Reopen (same number, same confirm mode) and declare the exchanges and queues again."""
+        """Reopen (same number, same confirm mode) and declare the exchanges and queues again (the first
+        phase of a restore); when a refused step closed the channel, start again."""
+        while True:
+            try:
+                await self._restore_declarations(retry_locked)
+                return
+            except _RestoreAgain:
+                continue
+
+    async def _restore_links(self, retry_locked: bool) -> None:
+        """Bind the exchanges and queues again and restart the consumers (the second phase); when a refused
+        step closed the channel, restore it again from the QoS on (consumers are per channel)."""
+        while True:
+            try:
+                await self._restore_bindings_and_consumers(retry_locked)
+                return
+            except _RestoreAgain:
+                await self._restore_open(retry_locked)
+
+    async def _restore_declarations(self, retry_locked: bool) -> None:
         if self.is_closed:
+            if self._close_called:
+                raise ChannelInvalidStateError("The channel is closed")
             await Channel.reopen(self)
         if self._prefetch_count or self._prefetch_size or self._global_qos:
             count, size, global_ = self._prefetch_count, self._prefetch_size, self._global_qos
@@ -273,8 +366,7 @@ class RobustChannel(Channel, AbstractRobustChannel):
             for queue in queues:
                 await self._attempt(f"queue {queue.name!r}", queue._restore_declaration, retry_locked)
 
-    async def _restore_links(self, retry_locked: bool) -> None:
-        """Bind the exchanges and queues again and restart the consumers."""
+    async def _restore_bindings_and_consumers(self, retry_locked: bool) -> None:
         for exchanges in list(self._exchanges.values()):
             for exchange in exchanges:
                 for what, step in exchange._restore_steps():
@@ -292,7 +384,21 @@ class RobustChannel(Channel, AbstractRobustChannel):
             known.append(exchange)
 
     def _forget_exchange(self, name: str) -> None:
-        self._exchanges.pop(name, None)
+        for exchange in self._exchanges.pop(name, ()):
+            exchange._bindings.clear()  # as for a queue: declared again, it has none of its old bindings
+        # The broker deleted the exchange's bindings with it, to and from it: an exchange of that name
+        # declared again has none, and a reconnection must not bring them back.
+        channels = getattr(self._connection, "_robust_channels", None) or [self]
+        for channel in channels:
+            for exchanges in channel._exchanges.values():
+                for exchange in exchanges:
+                    if exchange.name == name:
+                        exchange._bindings.clear()
+                    else:
+                        _forget_bindings_from(exchange._bindings, name)
+            for queues in channel._queues.values():
+                for queue in queues:
+                    _forget_bindings_from(queue._bindings, name)
 
     def _remember_queue(self, queue: RobustQueue) -> None:
         known = self._queues.setdefault(queue.name, [])
@@ -301,7 +407,10 @@ class RobustChannel(Channel, AbstractRobustChannel):
 
     def _forget_queue(self, name: str) -> None:
         for queue in self._queues.pop(name, ()):
+            # The queue object may be declared again (and remembered again): without the old bindings,
+            # which the broker deleted with the queue.
             queue._consumers.clear()
+            queue._bindings.clear()
 
     # ---- the public methods wait while the channel is restored ---------------------------------------
 

@@ -32,6 +32,12 @@ def binding_key(source: str, routing_key: str, arguments: Arguments) -> tuple[st
     return source, routing_key, repr(sorted((arguments or {}).items()))
 
 
+def binding_description(kind: str, name: str, source: str, routing_key: str, arguments: Arguments) -> str:
+    """A restore step's name for a binding (unique per binding: a refused one is skipped by its name)."""
+    extra = f", {dict(arguments)!r}" if arguments else ""
+    return f"binding of {kind} {name!r} to {source!r} ({routing_key!r}{extra})"
+
+
 class RobustExchange(Exchange, AbstractRobustExchange):
     """An :class:`Exchange` of a :class:`~aio_pika.RobustChannel`.
 
@@ -100,6 +106,7 @@ class RobustExchange(Exchange, AbstractRobustExchange):
     ) -> commands.Exchange.DeleteOk:
         await self.channel.ready(timeout)
         result = await super().delete(if_unused, timeout)
+        self._bindings.clear()  # gone with the exchange on the broker
         self.channel._forget_exchange(self.name)
         return result
 
@@ -163,7 +170,7 @@ class RobustExchange(Exchange, AbstractRobustExchange):
     def _restore_steps(self) -> list[tuple[str, Any]]:
         return [
             (
-                f"binding of exchange {self.name!r} to {source!r} ({routing_key!r})",
+                binding_description("exchange", self.name, source, routing_key, arguments),
                 lambda source=source, routing_key=routing_key, arguments=arguments: Exchange.bind(
                     self, source, routing_key, arguments=arguments
                 ),

@@ -20,7 +20,7 @@ from .abc import (
 from .log import get_logger
 from .message import IncomingMessage
 from .queue import Queue, QueueIterator
-from .robust_exchange import binding_key
+from .robust_exchange import binding_description, binding_key
 
 if TYPE_CHECKING:
     from .robust_channel import RobustChannel
@@ -188,6 +188,7 @@ class RobustQueue(Queue, AbstractRobustQueue):
         await self.channel.ready(timeout)
         result = await super().delete(if_unused=if_unused, if_empty=if_empty, timeout=timeout)
         self._consumers.clear()
+        self._bindings.clear()  # gone with the queue on the broker
         self.channel._forget_queue(self.name)
         return result
 
@@ -203,7 +204,7 @@ class RobustQueue(Queue, AbstractRobustQueue):
     def _restore_steps(self) -> list[tuple[str, Any]]:
         steps: list[tuple[str, Any]] = [
             (
-                f"binding of queue {self.name!r} to {source!r} ({routing_key!r})",
+                binding_description("queue", self.name, source, routing_key, arguments),
                 lambda source=source, routing_key=routing_key, arguments=arguments: Queue.bind(
                     self, source, routing_key, arguments=arguments
                 ),

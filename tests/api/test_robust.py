@@ -53,6 +53,17 @@ async def rows(node: PrivateNode, *args: str) -> list[list[str]]:
     return [line.split("\t") for line in output.splitlines() if line.strip()]
 
 
+async def consumers_of(node: PrivateNode, queue: str) -> list[list[str]]:
+    """``list_consumers`` rows (consumer tag, prefetch count) of one queue."""
+    found = await rows(node, "list_consumers", "queue_name", "consumer_tag", "prefetch_count")
+    return [row[1:] for row in found if row[0] == queue]
+
+
+async def plain_do(node: PrivateNode, backend_name: str, action: Any) -> None:
+    async with aio_pika.connect(node.url, backend=backend_name) as plain:
+        await action(await plain.channel())
+
+
 class Reconnects:
     """Counts the reconnect callbacks of a connection."""
 
@@ -638,3 +649,232 @@ async def test_restore_skips_what_the_broker_refuses(
             assert other.is_closed and not channel.is_closed
             await channel.default_exchange.publish(aio_pika.Message(b"again"), kept.name)
             await inbox.wait_for(b"again")
+
+
+# ---- channel errors, closes and deletions during and between restores -----------------------------------
+
+
+async def test_skipped_restore_step_keeps_the_rest_of_the_channel(
+    private_node: PrivateNode, backend_name: str, names: Names
+) -> None:
+    """A restore step the broker refuses (here a passive declaration of a queue deleted meanwhile, and a
+    binding to an exchange deleted meanwhile) closes the channel; what was restored on it before the
+    failure (QoS, consumers) must be there again on the reopened channel."""
+    doomed_queue, doomed_exchange = names.queue("doomed"), names.exchange("doomed")
+
+    async def create(channel: aio_pika.Channel) -> None:
+        await channel.declare_queue(doomed_queue)
+        await channel.declare_exchange(doomed_exchange)
+
+    async def delete(channel: aio_pika.Channel) -> None:
+        await channel.queue_delete(doomed_queue)
+        await channel.exchange_delete(doomed_exchange)
+
+    with anyio.fail_after(LIMIT):
+        await plain_do(private_node, backend_name, create)
+        async with aio_pika.connect_robust(robust_url(private_node), backend=backend_name) as connection:
+            reconnects = Reconnects(connection)
+            channel = await connection.channel()
+            await channel.set_qos(prefetch_count=3)
+            first = await channel.declare_queue(names.queue("first"), auto_delete=True)
+            inbox_first = Inbox()
+            tag_first = await first.consume(inbox_first)
+            await channel.get_queue(doomed_queue)  # passive: checked again, passively, after the QoS
+            second = await channel.declare_queue(names.queue("second"), auto_delete=True)
+            # Bound after `first` was consumed: restored after its consumer.
+            await second.bind(await channel.get_exchange(doomed_exchange), "k")
+            inbox_second = Inbox()
+            tag_second = await second.consume(inbox_second)
+            await plain_do(private_node, backend_name, delete)
+
+            await in_thread(private_node.close_all_connections)
+            await reconnects.wait(1)
+
+            assert not channel.is_closed
+            assert await consumers_of(private_node, first.name) == [[tag_first, "3"]]
+            assert await consumers_of(private_node, second.name) == [[tag_second, "3"]]
+            await channel.default_exchange.publish(aio_pika.Message(b"first"), first.name)
+            await channel.default_exchange.publish(aio_pika.Message(b"second"), second.name)
+            await inbox_first.wait_for(b"first")
+            await inbox_second.wait_for(b"second")
+
+
+async def test_new_channel_right_after_a_channel_error(
+    private_node: PrivateNode, backend_name: str, names: Names
+) -> None:
+    """A channel closed by the broker (404) reopens with its own number; a channel opened meanwhile must not
+    take that number — neither the reopening nor the later reconnections may fail for it."""
+    with anyio.fail_after(LIMIT):
+        async with aio_pika.connect_robust(robust_url(private_node), backend=backend_name) as connection:
+            reconnects = Reconnects(connection)
+            channel = await connection.channel()
+            queue = await channel.declare_queue(names.queue(), auto_delete=True)
+            inbox = Inbox()
+            await queue.consume(inbox)
+            number = channel.number
+            with pytest.raises(exceptions.ChannelNotFoundEntity):
+                await channel.get_queue(names.queue("missing"))
+            other = await connection.channel()  # at once, while the first one is being reopened
+            assert other.number != number
+            await channel.ready(timeout=10)
+            assert channel.number == number and not channel.is_closed
+            await channel.default_exchange.publish(aio_pika.Message(b"reopened"), queue.name)
+            await inbox.wait_for(b"reopened")
+
+            await in_thread(private_node.close_all_connections)
+            await reconnects.wait(1)
+            assert not channel.is_closed and not other.is_closed
+            assert channel.number == number and other.number != number
+            await other.default_exchange.publish(aio_pika.Message(b"reconnected"), queue.name)
+            await inbox.wait_for(b"reconnected")
+
+
+async def test_channel_closed_right_after_a_channel_error_stays_closed(
+    private_node: PrivateNode, backend_name: str, names: Names
+) -> None:
+    """``except ChannelNotFoundEntity: await channel.close()``: the reopening the 404 started must not undo
+    the user's close (reopen the channel, restart its consumers, restore it after reconnections)."""
+    with anyio.fail_after(LIMIT):
+        async with aio_pika.connect_robust(robust_url(private_node), backend=backend_name) as connection:
+            reconnects = Reconnects(connection)
+            channel = await connection.channel()
+            queue = await channel.declare_queue(names.queue(), auto_delete=False)
+            inbox = Inbox()
+            await queue.consume(inbox)
+            with pytest.raises(exceptions.ChannelNotFoundEntity):
+                await channel.get_queue(names.queue("missing"))
+            await channel.close()
+            # A channel opened and closed afterwards: when it is done, a reopening would have run too.
+            async with await connection.channel() as probe:
+                await probe.declare_queue(queue.name, passive=True)
+            assert channel.is_closed
+            await in_thread(private_node.close_all_connections)
+            await reconnects.wait(1)
+            assert channel.is_closed
+            assert await consumers_of(private_node, queue.name) == []
+            other = await connection.channel()
+            await other.queue_delete(queue.name)
+
+
+async def test_bindings_of_a_deleted_exchange_are_not_restored(
+    private_node: PrivateNode, backend_name: str, names: Names
+) -> None:
+    """Deleting an exchange deletes its bindings on the broker: declared again, it routes nothing to the
+    queues that were bound to it — and a reconnection must not bring those bindings back."""
+    with anyio.fail_after(LIMIT):
+        async with aio_pika.connect_robust(robust_url(private_node), backend=backend_name) as connection:
+            reconnects = Reconnects(connection)
+            channel = await connection.channel(on_return_raises=True)
+            other = await connection.channel()
+            exchange = await channel.declare_exchange(names.exchange(), aio_pika.ExchangeType.DIRECT)
+            downstream = await channel.declare_exchange(names.exchange("down"), aio_pika.ExchangeType.FANOUT)
+            queue = await other.declare_queue(names.queue(), auto_delete=True)  # on another channel
+            await queue.bind(exchange.name, "k")
+            await downstream.bind(exchange, "e2e")
+            await exchange.delete()
+            exchange = await channel.declare_exchange(exchange.name, aio_pika.ExchangeType.DIRECT)
+            for routing_key in ("k", "e2e"):
+                with pytest.raises(exceptions.PublishError):
+                    await exchange.publish(aio_pika.Message(b"unroutable"), routing_key)
+
+            await in_thread(private_node.close_all_connections)
+            await reconnects.wait(1)
+            for routing_key in ("k", "e2e"):
+                with pytest.raises(exceptions.PublishError):
+                    await exchange.publish(aio_pika.Message(b"still unroutable"), routing_key)
+            await exchange.delete()
+            await downstream.delete()
+
+
+async def test_channel_closed_while_it_is_restored_stays_closed(
+    private_node: PrivateNode, backend_name: str, names: Names
+) -> None:
+    """A channel the user closes while the reconnection restores it (here from a consumer of a channel
+    restored before it, while it restores its many bindings) stays closed: not reopened, no consumers."""
+    with anyio.fail_after(LIMIT):
+        # A long pause before reconnecting: the message that triggers the close is queued meanwhile.
+        url = robust_url(private_node, reconnect_interval=3)
+        async with aio_pika.connect_robust(url, backend=backend_name) as connection:
+            reconnects = Reconnects(connection)
+            first = await connection.channel()
+            second = await connection.channel()
+            trigger = await first.declare_queue(names.queue("trigger"), auto_delete=False)
+            exchange = await second.declare_exchange(names.exchange(), aio_pika.ExchangeType.DIRECT)
+            queue = await second.declare_queue(names.queue("closed"), auto_delete=False)
+            for n in range(100):
+                await queue.bind(exchange, f"key-{n}")
+            await queue.consume(Inbox())
+            closed: list[Any] = []
+
+            async def close_second(message: aio_pika.IncomingMessage) -> None:
+                await message.ack()
+                # A coroutine callback runs in a worker task: the restore is waiting for a reply then.
+                closed.append(second.close())
+
+            await trigger.consume(close_second)
+            await in_thread(private_node.close_all_connections)
+            async with aio_pika.connect(private_node.url, backend=backend_name) as plain:
+                await (await plain.channel()).default_exchange.publish(aio_pika.Message(b"go"), trigger.name)
+            assert connection.connection_attempt == 1  # not reconnected yet
+            await reconnects.wait(1)
+            assert len(closed) == 1
+            await closed[0]
+            assert second.is_closed
+            assert await consumers_of(private_node, queue.name) == []
+            await first.queue_delete(trigger.name)
+            await first.queue_delete(queue.name)
+            await first.exchange_delete(exchange.name)
+
+
+async def test_channel_that_failed_to_open_is_not_restored(
+    private_node: PrivateNode, backend_name: str, names: Names
+) -> None:
+    """``await channel.initialize(timeout=…)`` that raised left the user without a channel: a reconnection
+    must not open it behind their back (a channel leaked on the broker at every reconnection)."""
+    with anyio.fail_after(LIMIT):
+        async with aio_pika.connect_robust(robust_url(private_node), backend=backend_name) as connection:
+            reconnects = Reconnects(connection)
+            channel = await connection.channel()
+            failed = connection.channel()
+            with pytest.raises(TimeoutError):
+                await failed.initialize(timeout=0.000001)
+            await channel.declare_queue(names.queue(), auto_delete=True)  # the broker answered the open too
+            await in_thread(private_node.close_all_connections)
+            await reconnects.wait(1)
+            assert [row[1:] for row in await rows(private_node, "list_channels", "name", "number")] == [
+                [str(channel.number)]
+            ]
+            with pytest.raises(exceptions.ChannelInvalidStateError):
+                await failed.ready()
+
+
+async def test_deleted_objects_declared_again_keep_no_old_bindings(
+    private_node: PrivateNode, backend_name: str, names: Names
+) -> None:
+    """A queue or an exchange deleted and declared again through the same object has only its new
+    bindings on the broker: a reconnection must not restore the old ones."""
+    with anyio.fail_after(LIMIT):
+        async with aio_pika.connect_robust(robust_url(private_node), backend=backend_name) as connection:
+            reconnects = Reconnects(connection)
+            channel = await connection.channel(on_return_raises=True)
+            source = await channel.declare_exchange(names.exchange("src"), aio_pika.ExchangeType.DIRECT)
+            exchange = await channel.declare_exchange(names.exchange(), aio_pika.ExchangeType.FANOUT)
+            queue = await channel.declare_queue(names.queue(), auto_delete=False)
+            await queue.bind(source, "old")
+            await exchange.bind(source, "old-e2e")
+            await queue.delete(if_unused=False, if_empty=False)
+            await exchange.delete()
+            await queue.declare()
+            await exchange.declare()
+            await queue.bind(source, "new")
+            await exchange.bind(source, "new-e2e")
+
+            await in_thread(private_node.close_all_connections)
+            await reconnects.wait(1)
+            await source.publish(aio_pika.Message(b"new"), "new")
+            for routing_key in ("old", "old-e2e"):
+                with pytest.raises(exceptions.PublishError):
+                    await source.publish(aio_pika.Message(b"old"), routing_key)
+            await queue.delete(if_unused=False, if_empty=False)
+            await exchange.delete()
+            await source.delete()
